@@ -1,0 +1,74 @@
+//! Backbones: the pretrained body of a network, from input to a feature vector.
+
+use burn::module::{Module, ModuleDisplay};
+use burn::nn::{Linear, LinearConfig, Relu};
+use burn::prelude::*;
+
+/// The body of a transfer model: turns an input into one feature vector per sample.
+///
+/// Implement it for your own network (a ResNet trunk, a BERT encoder with pooling, ...) and
+/// it composes with any [`Head`](crate::head::Head) in a
+/// [`TransferModel`](crate::head::TransferModel), with [`Freeze`](crate::freeze::Freeze) and
+/// with [`Frozen`](crate::freeze::Frozen).
+pub trait Backbone<B: Backend>: Module<B> + ModuleDisplay {
+    /// What the backbone reads (an image batch, token ids, ...).
+    type Input: 'static;
+
+    /// Features of shape `[batch, feature_dim]`.
+    fn features(&self, input: Self::Input) -> Tensor<B, 2>;
+
+    /// Width of the feature vector: the input width a head must have.
+    fn feature_dim(&self) -> usize;
+}
+
+/// A stack of `Linear` + ReLU layers: a small, fully connected backbone for tabular data and
+/// small images (flattened), used by the examples and the benchmarks.
+///
+/// Its layers are at `layers.N`, so `Selector::last_layers("layers", k)` picks the top `k`.
+#[derive(Module, Debug)]
+pub struct MlpBackbone<B: Backend> {
+    /// The linear layers, each followed by ReLU.
+    pub layers: Vec<Linear<B>>,
+    activation: Relu,
+}
+
+impl<B: Backend> MlpBackbone<B> {
+    /// A backbone with layer widths `widths` (input first): `[64, 128, 64]` gives two
+    /// layers, 64→128 and 128→64, and 64 features.
+    ///
+    /// # Panics
+    /// If fewer than two widths are given: a backbone needs at least one layer.
+    pub fn new(widths: &[usize], device: &B::Device) -> Self {
+        assert!(
+            widths.len() >= 2,
+            "MlpBackbone needs at least [input, output] widths, got {widths:?}"
+        );
+        let layers = widths
+            .windows(2)
+            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+            .collect();
+        let backbone = Self {
+            layers,
+            activation: Relu::new(),
+        };
+        crate::freeze::materialize(&backbone);
+        backbone
+    }
+}
+
+impl<B: Backend> Backbone<B> for MlpBackbone<B> {
+    type Input = Tensor<B, 2>;
+
+    fn features(&self, input: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.layers
+            .iter()
+            .fold(input, |x, layer| self.activation.forward(layer.forward(x)))
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.layers
+            .last()
+            .map(|l| l.weight.dims()[1])
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,164 @@
+//! The crate's one error type.
+//!
+//! Every message says what was wrong and what to do about it, so that a user reading it in a
+//! terminal can fix the call without opening the source.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in burn-transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// A parameter selector matched no parameter of the module.
+    #[error(
+        "selector `{selector}` matched no parameter; check the pattern against the available paths: {}",
+        available.join(", ")
+    )]
+    SelectorMatchedNothing {
+        /// The selector as the user wrote it.
+        selector: String,
+        /// Every parameter path of the module, in visiting order.
+        available: Vec<String>,
+    },
+
+    /// A glob pattern could not be parsed.
+    #[error(
+        "invalid glob pattern `{pattern}`: {reason}; use `*`, `?` and `[a-z]` classes, e.g. `encoder.layers.[0-3].*`"
+    )]
+    InvalidPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+
+    /// A layer stack selection asked for more layers than the stack holds.
+    #[error(
+        "the stack `{prefix}` has {available} layers, so `{requested}` cannot be selected; pick at most {available}"
+    )]
+    StackTooShort {
+        /// The path prefix of the stack (e.g. `encoder.layers`).
+        prefix: String,
+        /// How many layers were requested.
+        requested: usize,
+        /// How many the stack has.
+        available: usize,
+    },
+
+    /// Two tensors that must have the same width do not.
+    #[error("{what}: expected width {expected}, got {actual}; {hint}")]
+    WidthMismatch {
+        /// What was being connected (e.g. "head input vs backbone features").
+        what: String,
+        /// The width the receiving side needs.
+        expected: usize,
+        /// The width that was offered.
+        actual: usize,
+        /// How to fix it.
+        hint: String,
+    },
+
+    /// A configuration value is out of its valid range.
+    #[error("invalid configuration: {name} = {value} ({reason})")]
+    InvalidConfig {
+        /// The option's name.
+        name: String,
+        /// The offending value, formatted.
+        value: String,
+        /// The rule it broke and what to use instead.
+        reason: String,
+    },
+
+    /// The training data source yielded no batch.
+    #[error(
+        "the {split} data source yielded no batch; give it at least one sample (check the data set length and the batch size)"
+    )]
+    EmptyData {
+        /// Which split was empty ("training" or "validation").
+        split: String,
+    },
+
+    /// A label is not a valid class index.
+    #[error(
+        "label {label} in batch {batch} is out of range: the model predicts {num_classes} classes (0..={max}); fix the labels or widen the head"
+    )]
+    LabelOutOfRange {
+        /// The offending label.
+        label: i64,
+        /// Index of the batch (within the epoch) that held it.
+        batch: usize,
+        /// The number of classes the model predicts.
+        num_classes: usize,
+        /// The largest valid label.
+        max: usize,
+    },
+
+    /// The loss became NaN or infinite; training was stopped.
+    #[error(
+        "the loss became {value} at epoch {epoch}, step {step}; training stopped and the best checkpoint was left as it was. Lower the learning rate, enable gradient clipping, or check the batch for NaN/Inf inputs"
+    )]
+    NonFiniteLoss {
+        /// The epoch (1-based) in which it happened.
+        epoch: usize,
+        /// The optimizer step within the epoch (1-based batch index).
+        step: usize,
+        /// The value that was seen.
+        value: f32,
+    },
+
+    /// A batch's shapes do not fit together.
+    #[error("batch shape error: {0}")]
+    BatchShape(String),
+
+    /// Reading or writing a file failed.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done ("write checkpoint", "read history", ...).
+        action: String,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint could not be written or read by burn's recorder.
+    #[error("checkpoint `{}`: {reason}", path.display())]
+    Checkpoint {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the recorder reported.
+        reason: String,
+    },
+
+    /// Serialising or plotting the history failed.
+    #[error("cannot export the history as {format}: {reason}")]
+    Export {
+        /// The target format ("JSON", "SVG").
+        format: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = TransferError> = std::result::Result<T, E>;
+
+impl TransferError {
+    /// Builds an [`TransferError::InvalidConfig`].
+    pub(crate) fn config(name: &str, value: impl std::fmt::Display, reason: &str) -> Self {
+        Self::InvalidConfig {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Builds an [`TransferError::Io`].
+    pub(crate) fn io(action: &str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            action: action.to_string(),
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The whole recipe in one call.
+
+use super::FineTuner;
+use super::early_stopping::{BestTracker, Monitor};
+use super::history::{EpochMetrics, History};
+use super::progress::{epoch_bar, epoch_line};
+use super::session::EvalStats;
+use super::task::{BatchSource, ClassificationBatch, Classifier};
+use crate::checkpoint::save_model;
+use crate::error::{Result, TransferError};
+use crate::freeze::Freeze;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use std::time::Instant;
+
+/// What [`FineTuner::fit`] returns.
+#[derive(Clone, Debug)]
+pub struct FitOutcome<M> {
+    /// The model after the last epoch that ran.
+    pub model: M,
+    /// The model as it was after the best epoch (by the monitored metric).
+    pub best_model: M,
+    /// The epoch `best_model` comes from.
+    pub best_epoch: usize,
+    /// The monitored metric's value at that epoch.
+    pub best_value: f64,
+    /// Every epoch's metrics.
+    pub history: History,
+    /// Whether early stopping ended the run before the last epoch.
+    pub stopped_early: bool,
+}
+
+type InnerInput<B, M> = <<M as AutodiffModule<B>>::InnerModule as Classifier<
+    <B as AutodiffBackend>::InnerBackend,
+>>::Input;
+
+/// Validation batches for model `M`: on the inner backend, with the inner model's input.
+pub type ValidBatch<B, M> =
+    ClassificationBatch<<B as AutodiffBackend>::InnerBackend, InnerInput<B, M>>;
+
+/// Stands for the absent validation source of `fit_without_validation`.
+struct NoData;
+
+impl<T: 'static> BatchSource<T> for NoData {
+    fn epoch(&self) -> Box<dyn Iterator<Item = (T, f64)> + '_> {
+        Box::new(std::iter::empty())
+    }
+}
+
+impl<B: AutodiffBackend> FineTuner<B> {
+    /// Trains `model` on `train`, validating on `valid` after every epoch (in inference
+    /// mode, on the inner backend), and returns the last and the best model with the history.
+    ///
+    /// With a checkpoint folder, `best.mpk` is written whenever the monitored metric
+    /// improves and `last.mpk` plus `history.{json,csv,svg}` after every epoch. A NaN/Inf
+    /// loss stops the run with an error naming the epoch and step; the files written so far
+    /// stay as they were.
+    pub fn fit<M, T, V>(&self, model: M, train: &T, valid: &V) -> Result<FitOutcome<M>>
+    where
+        M: AutodiffModule<B> + Classifier<B>,
+        M::InnerModule: Classifier<B::InnerBackend>,
+        T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
+        V: BatchSource<ValidBatch<B, M>> + ?Sized,
+    {
+        self.run(model, train, Some(valid))
+    }
+
+    /// Like [`FineTuner::fit`] without validation data: the best epoch is judged by the
+    /// training loss (the monitor must be [`Monitor::TrainLoss`]).
+    pub fn fit_without_validation<M, T>(&self, model: M, train: &T) -> Result<FitOutcome<M>>
+    where
+        M: AutodiffModule<B> + Classifier<B>,
+        M::InnerModule: Classifier<B::InnerBackend>,
+        T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
+    {
+        self.run::<M, T, NoData>(model, train, None)
+    }
+
+    fn run<M, T, V>(&self, model: M, train: &T, valid: Option<&V>) -> Result<FitOutcome<M>>
+    where
+        M: AutodiffModule<B> + Classifier<B>,
+        M::InnerModule: Classifier<B::InnerBackend>,
+        T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
+        V: BatchSource<ValidBatch<B, M>> + ?Sized,
+    {
+        if valid.is_none() && self.monitor != Monitor::TrainLoss {
+            return Err(TransferError::config(
+                "monitor",
+                self.monitor.name(),
+                "without validation data only Monitor::TrainLoss can be watched; pass validation data or change the monitor",
+            ));
+        }
+        let mut session = self.session(model)?;
+        let min_delta = self.early_stopping.map_or(0.0, |e| e.min_delta);
+        let mut tracker = BestTracker::new(self.monitor, min_delta);
+        let mut history = History::default();
+        let mut best_model = None;
+        let mut stopped_early = false;
+
+        for epoch in 1..=self.epochs {
+            let started = Instant::now();
+            if session.begin_epoch(epoch)? && self.verbose {
+                println!(
+                    "epoch {epoch}: unfreeze schedule applied, {}",
+                    session.model().param_summary().totals_line()
+                );
+            }
+            let bar = epoch_bar(epoch, self.epochs, self.progress_bar);
+            let (mut loss_sum, mut correct, mut count, mut batches) = (0.0f64, 0, 0, 0);
+            let mut lr = 0.0;
+            for (batch, fraction) in train.epoch() {
+                let stats = session
+                    .train_step(batch, fraction)
+                    .inspect_err(|_| bar.abandon())?;
+                loss_sum += stats.loss as f64 * stats.count as f64;
+                correct += stats.correct;
+                count += stats.count;
+                batches += 1;
+                lr = stats.learning_rate;
+                bar.set_position((fraction * 1000.0) as u64);
+                bar.set_message(format!("loss {:.4}", stats.loss));
+            }
+            session.end_epoch();
+            bar.finish_and_clear();
+            if batches == 0 || count == 0 {
+                return Err(TransferError::EmptyData {
+                    split: "training".into(),
+                });
+            }
+            let eval: Option<EvalStats> = valid.map(|v| session.evaluate(v)).transpose()?;
+            let metrics = EpochMetrics {
+                epoch,
+                train_loss: loss_sum / count as f64,
+                train_accuracy: correct as f64 / count as f64,
+                valid_loss: eval.map(|e| e.loss),
+                valid_accuracy: eval.map(|e| e.accuracy),
+                learning_rate: lr,
+                trainable_params: session.model().param_summary().trainable(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            let value = match self.monitor {
+                Monitor::ValidLoss => metrics.valid_loss,
+                Monitor::ValidAccuracy => metrics.valid_accuracy,
+                Monitor::TrainLoss => Some(metrics.train_loss),
+            }
+            .unwrap_or(f64::NAN);
+            let observation = tracker.observe(epoch, value);
+            if observation.improved {
+                best_model = Some(session.model().clone());
+                if let Some(dir) = &self.checkpoint_dir {
+                    save_model(session.model(), &dir.join("best.mpk"))?;
+                }
+            }
+            if self.verbose {
+                println!("{}", epoch_line(&metrics, observation.improved));
+            }
+            history.epochs.push(metrics);
+            if let Some(dir) = &self.checkpoint_dir {
+                save_model(session.model(), &dir.join("last.mpk"))?;
+                history.write_json(&dir.join("history.json"))?;
+                history.write_csv(&dir.join("history.csv"))?;
+                history.write_svg(&dir.join("history.svg"))?;
+            }
+            if let Some(es) = &self.early_stopping
+                && es.should_stop(observation)
+                && epoch < self.epochs
+            {
+                stopped_early = true;
+                if self.verbose {
+                    println!(
+                        "early stopping: {} has not improved for {} epochs",
+                        self.monitor.name(),
+                        observation.epochs_since_best
+                    );
+                }
+                break;
+            }
+        }
+        let model = session.into_model();
+        let (best_epoch, best_value) = tracker.best().unwrap_or((history.epochs.len(), f64::NAN));
+        Ok(FitOutcome {
+            best_model: best_model.unwrap_or_else(|| model.clone()),
+            model,
+            best_epoch,
+            best_value,
+            history,
+            stopped_early,
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! The per-epoch record of a run, as data and as CSV, JSON and an SVG chart.
+
+use crate::checkpoint::atomic_write;
+use crate::error::{Result, TransferError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Metrics of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Training accuracy (measured in training mode, on the fly).
+    pub train_accuracy: f64,
+    /// Validation loss, when there was validation data.
+    pub valid_loss: Option<f64>,
+    /// Validation accuracy, when there was validation data.
+    pub valid_accuracy: Option<f64>,
+    /// Base-group learning rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Trainable parameters during the epoch.
+    pub trainable_params: usize,
+    /// Wall-clock seconds of the epoch (training and validation).
+    pub seconds: f64,
+}
+
+/// Every epoch of a run, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// One entry per finished epoch.
+    pub epochs: Vec<EpochMetrics>,
+}
+
+const CSV_HEADER: &str = "epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,learning_rate,trainable_params,seconds";
+
+impl History {
+    /// The history as CSV with a header line; missing validation values are empty cells.
+    pub fn to_csv(&self) -> String {
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let mut out = String::from(CSV_HEADER);
+        out.push('\n');
+        for e in &self.epochs {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{}\n",
+                e.epoch,
+                e.train_loss,
+                e.train_accuracy,
+                opt(e.valid_loss),
+                opt(e.valid_accuracy),
+                e.learning_rate,
+                e.trainable_params,
+                e.seconds
+            ));
+        }
+        out
+    }
+
+    /// The history as pretty JSON.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| TransferError::Export {
+            format: "JSON".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads a history written by [`History::write_json`].
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| TransferError::Export {
+            format: "JSON".into(),
+            reason: format!("cannot parse: {e}"),
+        })
+    }
+
+    /// Writes [`History::to_csv`] to `path` atomically.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        atomic_write(path, self.to_csv().as_bytes())
+    }
+
+    /// Writes [`History::to_json`] to `path` atomically.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        atomic_write(path, self.to_json()?.as_bytes())
+    }
+
+    /// An SVG chart: loss (train, valid) on the left, accuracy (train, valid) on the right.
+    pub fn to_svg(&self) -> Result<String> {
+        super::progress::render_svg(self).map_err(|reason| TransferError::Export {
+            format: "SVG".into(),
+            reason,
+        })
+    }
+
+    /// Writes [`History::to_svg`] to `path` atomically.
+    pub fn write_svg(&self, path: &Path) -> Result<()> {
+        atomic_write(path, self.to_svg()?.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> History {
+        History {
+            epochs: (1..=3)
+                .map(|e| EpochMetrics {
+                    epoch: e,
+                    train_loss: 1.0 / e as f64,
+                    train_accuracy: 0.5 + 0.1 * e as f64,
+                    valid_loss: (e != 2).then_some(1.2 / e as f64),
+                    valid_accuracy: (e != 2).then_some(0.4 + 0.1 * e as f64),
+                    learning_rate: 1e-3,
+                    trainable_params: 100,
+                    seconds: 0.5,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn csv_and_json_round_trip() {
+        let h = sample();
+        let csv = h.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[2].contains(",,"),
+            "missing values are empty cells: {}",
+            lines[2]
+        );
+        assert_eq!(History::from_json(&h.to_json().unwrap()).unwrap(), h);
+        assert!(History::from_json("{").is_err());
+    }
+
+    #[test]
+    fn svg_has_both_panels_and_series() {
+        let svg = sample().to_svg().unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
+        assert!(svg.contains("loss") && svg.contains("accuracy"));
+        assert!(svg.matches("<polyline").count() >= 4, "{svg}");
+    }
+}

@@ -1,0 +1,323 @@
+//! Optimizers per parameter group, gradient accumulation and global-norm clipping.
+
+use crate::error::{Result, TransferError};
+use crate::freeze::{Freeze, Selector};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{
+    AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer, Sgd, SgdConfig,
+};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+/// Which optimizer updates the weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay), PyTorch's defaults but for epsilon.
+    AdamW {
+        /// Decoupled weight decay (default 0.01).
+        weight_decay: f32,
+        /// First-moment decay (default 0.9).
+        beta_1: f32,
+        /// Second-moment decay (default 0.999).
+        beta_2: f32,
+        /// Denominator term (default 1e-8).
+        epsilon: f32,
+    },
+    /// Stochastic gradient descent, optionally with momentum.
+    Sgd {
+        /// Momentum factor; 0 for plain SGD.
+        momentum: f64,
+        /// Nesterov momentum.
+        nesterov: bool,
+        /// L2 penalty added to the gradient; 0 for none.
+        weight_decay: f32,
+    },
+}
+
+impl OptimizerKind {
+    /// AdamW with weight decay 0.01, betas (0.9, 0.999), epsilon 1e-8.
+    pub fn adamw() -> Self {
+        OptimizerKind::AdamW {
+            weight_decay: 0.01,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+        }
+    }
+
+    /// Plain SGD: `w ← w − lr·g`.
+    pub fn sgd() -> Self {
+        OptimizerKind::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// SGD with (PyTorch-style, undampened) momentum.
+    pub fn sgd_momentum(momentum: f64) -> Self {
+        OptimizerKind::Sgd {
+            momentum,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |name: &str, v: f64, rule: &str| Err(TransferError::config(name, v, rule));
+        match *self {
+            OptimizerKind::AdamW {
+                weight_decay,
+                beta_1,
+                beta_2,
+                epsilon,
+            } => {
+                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return bad(
+                        "weight_decay",
+                        weight_decay.into(),
+                        "must be finite and ≥ 0",
+                    );
+                }
+                for (n, b) in [("beta_1", beta_1), ("beta_2", beta_2)] {
+                    if !(0.0..1.0).contains(&b) {
+                        return bad(n, b.into(), "must be in [0, 1)");
+                    }
+                }
+                if !(epsilon > 0.0 && epsilon.is_finite()) {
+                    return bad("epsilon", epsilon.into(), "must be finite and > 0");
+                }
+            }
+            OptimizerKind::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return bad("momentum", momentum, "must be in [0, 1)");
+                }
+                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return bad(
+                        "weight_decay",
+                        weight_decay.into(),
+                        "must be finite and ≥ 0",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn build<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> AnyOptimizer<M, B> {
+        match *self {
+            OptimizerKind::AdamW {
+                weight_decay,
+                beta_1,
+                beta_2,
+                epsilon,
+            } => AnyOptimizer::AdamW(
+                AdamWConfig::new()
+                    .with_weight_decay(weight_decay)
+                    .with_beta_1(beta_1)
+                    .with_beta_2(beta_2)
+                    .with_epsilon(epsilon)
+                    .init(),
+            ),
+            OptimizerKind::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+            } => {
+                let momentum = (momentum > 0.0).then(|| {
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov)
+                });
+                let decay = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay));
+                AnyOptimizer::Sgd(
+                    SgdConfig::new()
+                        .with_momentum(momentum)
+                        .with_weight_decay(decay)
+                        .init(),
+                )
+            }
+        }
+    }
+}
+
+/// One of the supported optimizers, chosen at run time.
+pub(crate) enum AnyOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
+    AdamW(OptimizerAdaptor<AdamW, M, B>),
+    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
+}
+
+impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
+    fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
+        match self {
+            AnyOptimizer::AdamW(o) => o.step(lr, model, grads),
+            AnyOptimizer::Sgd(o) => o.step(lr, model, grads),
+        }
+    }
+}
+
+/// A parameter group: the parameters a selector picks, trained at their own base rate.
+#[derive(Clone, Debug)]
+pub struct LrGroup {
+    /// Which parameters.
+    pub selector: Selector,
+    /// Their base learning rate (the schedule scales it).
+    pub learning_rate: f64,
+}
+
+/// Per-group optimizers and gradient accumulators.
+pub(crate) struct GroupedOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
+    groups: Vec<GroupState<M, B>>,
+    clip_norm: Option<f64>,
+}
+
+struct GroupState<M: AutodiffModule<B>, B: AutodiffBackend> {
+    ids: Vec<ParamId>,
+    base_lr: f64,
+    optimizer: AnyOptimizer<M, B>,
+    pending: GradientsAccumulator<M>,
+}
+
+impl<M: AutodiffModule<B>, B: AutodiffBackend> GroupedOptimizer<M, B> {
+    /// Assigns every parameter to the first group whose selector picks it, the rest to a
+    /// default group at `default_lr`. A group that picks nothing is an error.
+    pub(crate) fn new(
+        model: &M,
+        kind: OptimizerKind,
+        default_lr: f64,
+        groups: &[LrGroup],
+        clip_norm: Option<f64>,
+    ) -> Result<Self> {
+        let summary = model.param_summary();
+        let paths: Vec<String> = summary.entries.iter().map(|p| p.path.clone()).collect();
+        let mut owner: Vec<Option<usize>> = vec![None; paths.len()];
+        for (g, group) in groups.iter().enumerate() {
+            let picked = group.selector.resolve(&paths)?;
+            for (o, p) in owner.iter_mut().zip(picked) {
+                if p && o.is_none() {
+                    *o = Some(g);
+                }
+            }
+        }
+        let rates = groups
+            .iter()
+            .map(|g| g.learning_rate)
+            .chain(std::iter::once(default_lr));
+        let groups = rates
+            .enumerate()
+            .map(|(g, base_lr)| GroupState {
+                ids: summary
+                    .entries
+                    .iter()
+                    .zip(&owner)
+                    .filter(|(p, o)| !p.buffer && o.unwrap_or(groups.len()) == g)
+                    .map(|(p, _)| p.id)
+                    .collect(),
+                base_lr,
+                optimizer: kind.build(),
+                pending: GradientsAccumulator::new(),
+            })
+            .filter(|g| !g.ids.is_empty())
+            .collect();
+        Ok(Self { groups, clip_norm })
+    }
+
+    /// Splits a backward pass's gradients by group and adds them to the pending sums.
+    pub(crate) fn accumulate(&mut self, model: &M, grads: &mut B::Gradients) {
+        for g in &mut self.groups {
+            let part = GradientsParams::from_params(grads, model, &g.ids);
+            g.pending.accumulate(model, part);
+        }
+    }
+
+    /// Steps every group with its rate × `factor`, after scaling the pending gradients by
+    /// `grad_scale` and clipping their global norm. Returns the model and the norm before
+    /// clipping (when clipping is on).
+    pub(crate) fn step(&mut self, model: M, factor: f64, grad_scale: f64) -> (M, Option<f64>) {
+        let mut grads: Vec<GradientsParams> =
+            self.groups.iter_mut().map(|g| g.pending.grads()).collect();
+        let mut scale = grad_scale;
+        let mut norm = None;
+        if let Some(max_norm) = self.clip_norm {
+            let n = global_norm::<B, M>(&model, &grads) * grad_scale;
+            if n > max_norm {
+                scale *= max_norm / (n + 1e-6);
+            }
+            norm = Some(n);
+        }
+        if scale != 1.0 {
+            scale_grads::<B, M>(&model, &mut grads, scale);
+        }
+        let model = self
+            .groups
+            .iter_mut()
+            .zip(grads)
+            .fold(model, |m, (g, grads)| {
+                g.optimizer.step(g.base_lr * factor, m, grads)
+            });
+        (model, norm)
+    }
+
+    /// The base rate of each group, default group last.
+    pub(crate) fn base_rates(&self) -> Vec<f64> {
+        self.groups.iter().map(|g| g.base_lr).collect()
+    }
+}
+
+/// The L2 norm of all gradients together (PyTorch's `clip_grad_norm_`), read back once.
+fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &[GradientsParams],
+) -> f64 {
+    struct SumSquares<'a, B: AutodiffBackend> {
+        grads: &'a [GradientsParams],
+        total: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            for g in self.grads {
+                if let Some(t) = g.get::<B::InnerBackend, D>(param.id) {
+                    let s = t.powi_scalar(2).sum();
+                    self.total = Some(match self.total.take() {
+                        Some(acc) => acc + s,
+                        None => s,
+                    });
+                }
+            }
+        }
+    }
+    let mut v = SumSquares::<B> { grads, total: None };
+    model.visit(&mut v);
+    v.total
+        .map(|t| t.into_scalar().elem::<f64>().sqrt())
+        .unwrap_or(0.0)
+}
+
+fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut [GradientsParams],
+    scale: f64,
+) {
+    struct Scale<'a> {
+        grads: &'a mut [GradientsParams],
+        scale: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            for g in self.grads.iter_mut() {
+                if let Some(t) = g.remove::<B::InnerBackend, D>(param.id) {
+                    g.register(param.id, t.mul_scalar(self.scale));
+                }
+            }
+        }
+    }
+    model.visit(&mut Scale { grads, scale });
+}

@@ -1,0 +1,304 @@
+//! One fine-tuning run, step by step.
+
+use super::optim::GroupedOptimizer;
+use super::task::{BatchSource, ClassificationBatch, Classifier};
+use super::{FineTuner, LrSchedule};
+use crate::error::{Result, TransferError};
+use crate::freeze::UnfreezeSchedule;
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+/// What one training step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean cross-entropy of the batch (before any division for accumulation).
+    pub loss: f32,
+    /// Correct predictions in the batch.
+    pub correct: usize,
+    /// Samples in the batch.
+    pub count: usize,
+    /// Base-group learning rate used (or that will be used, while accumulating).
+    pub learning_rate: f64,
+    /// Whether an optimizer step was taken (false while accumulating).
+    pub stepped: bool,
+    /// Global gradient norm before clipping, when clipping is on and a step was taken.
+    pub grad_norm: Option<f64>,
+}
+
+/// Loss and accuracy over a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalStats {
+    /// Mean cross-entropy per sample.
+    pub loss: f64,
+    /// Share of correct predictions.
+    pub accuracy: f64,
+    /// Number of samples.
+    pub count: usize,
+}
+
+/// A model being fine-tuned with its optimizer state: the building block of
+/// [`FineTuner::fit`], public for users who write their own loop.
+///
+/// ```no_run
+/// # use burn::backend::{Autodiff, NdArray};
+/// # use burn_transfer::prelude::*;
+/// # type B = Autodiff<NdArray>;
+/// # fn go(model: TransferModel<B, MlpBackbone<B>, LinearHead<B>>, batches: Vec<ClassificationBatch<B, burn::tensor::Tensor<B, 2>>>) -> burn_transfer::Result<()> {
+/// let mut session = FineTuner::<B>::new().learning_rate(1e-3).epochs(1).session(model)?;
+/// session.begin_epoch(1)?;
+/// let n = batches.len();
+/// for (i, batch) in batches.into_iter().enumerate() {
+///     let stats = session.train_step(batch, (i + 1) as f64 / n as f64)?;
+///     println!("loss {:.4}", stats.loss);
+/// }
+/// session.end_epoch();
+/// let model = session.into_model();
+/// # Ok(()) }
+/// ```
+pub struct FineTuneSession<B: AutodiffBackend, M: AutodiffModule<B>> {
+    model: Option<M>,
+    optim: GroupedOptimizer<M, B>,
+    schedule: LrSchedule,
+    unfreeze: UnfreezeSchedule,
+    smoothing: Option<f32>,
+    accumulation: usize,
+    epochs: usize,
+    epoch: usize,
+    pending: usize,
+    batch_index: usize,
+    last_fraction: f64,
+    steps: usize,
+}
+
+impl<B: AutodiffBackend> FineTuner<B> {
+    /// Validates the configuration and prepares a run on `model`.
+    pub fn session<M>(&self, model: M) -> Result<FineTuneSession<B, M>>
+    where
+        M: AutodiffModule<B> + Classifier<B>,
+    {
+        self.validate()?;
+        crate::freeze::materialize(&model);
+        if let Some(seed) = self.seed {
+            let device = model.devices().into_iter().next().unwrap_or_default();
+            B::seed(&device, seed);
+        }
+        let optim = GroupedOptimizer::new(
+            &model,
+            self.optimizer,
+            self.learning_rate,
+            &self.groups,
+            self.clip_grad_norm,
+        )?;
+        Ok(FineTuneSession {
+            model: Some(model),
+            optim,
+            schedule: self.schedule,
+            unfreeze: self.unfreeze.clone(),
+            smoothing: self.label_smoothing,
+            accumulation: self.accumulation,
+            epochs: self.epochs,
+            epoch: 1,
+            pending: 0,
+            batch_index: 0,
+            last_fraction: 0.0,
+            steps: 0,
+        })
+    }
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B, M> {
+    /// Starts epoch `epoch` (1-based): applies the unfreeze schedule's steps for it.
+    /// Returns whether the set of trainable parameters changed.
+    pub fn begin_epoch(&mut self, epoch: usize) -> Result<bool> {
+        self.epoch = epoch;
+        self.batch_index = 0;
+        self.last_fraction = 0.0;
+        let model = self.take_model();
+        let (model, changed) = self.unfreeze.apply(model, epoch)?;
+        self.model = Some(model);
+        Ok(changed)
+    }
+
+    /// Forward, backward, and (every `accumulate` batches) an optimizer step.
+    ///
+    /// `epoch_fraction` is the share of the epoch done after this batch (in `(0, 1]`); it
+    /// drives the learning-rate schedule. A NaN/Inf loss is an error and changes nothing.
+    pub fn train_step(
+        &mut self,
+        batch: ClassificationBatch<B, M::Input>,
+        epoch_fraction: f64,
+    ) -> Result<StepStats> {
+        self.batch_index += 1;
+        let model = self.model.as_ref().expect("model present between steps");
+        let logits = model.logits(batch.inputs);
+        let correct = check_batch(&logits, &batch.targets, self.batch_index)?;
+        let count = logits.dims()[0];
+        let loss = CrossEntropyLossConfig::new()
+            .with_smoothing(self.smoothing)
+            .init(&logits.device())
+            .forward(logits, batch.targets);
+        let loss_value: f32 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            return Err(TransferError::NonFiniteLoss {
+                epoch: self.epoch,
+                step: self.batch_index,
+                value: loss_value,
+            });
+        }
+        let loss = if self.accumulation > 1 {
+            loss.div_scalar(self.accumulation as f32)
+        } else {
+            loss
+        };
+        let mut grads = loss.backward();
+        self.optim.accumulate(model, &mut grads);
+        self.pending += 1;
+
+        let fraction = epoch_fraction.clamp(0.0, 1.0);
+        let factor = self.lr_factor(fraction);
+        self.last_fraction = fraction;
+        let mut stats = StepStats {
+            loss: loss_value,
+            correct,
+            count,
+            learning_rate: self.optim.base_rates().last().copied().unwrap_or(0.0) * factor,
+            stepped: false,
+            grad_norm: None,
+        };
+        if self.pending == self.accumulation {
+            stats.grad_norm = self.apply(factor, 1.0);
+            stats.stepped = true;
+        }
+        Ok(stats)
+    }
+
+    /// Ends the epoch: a partial accumulation (fewer than `accumulate` batches left) is
+    /// applied, rescaled as if its batches were all there were.
+    pub fn end_epoch(&mut self) {
+        if self.pending > 0 {
+            let factor = self.lr_factor(1.0);
+            let scale = self.accumulation as f64 / self.pending as f64;
+            self.apply(factor, scale);
+        }
+    }
+
+    /// Loss and accuracy of the current model in inference mode (inner backend: no graph,
+    /// dropout off, BatchNorm on running statistics).
+    pub fn evaluate<S>(&self, data: &S) -> Result<EvalStats>
+    where
+        M::InnerModule: Classifier<B::InnerBackend>,
+        S: BatchSource<
+                ClassificationBatch<
+                    B::InnerBackend,
+                    <M::InnerModule as Classifier<B::InnerBackend>>::Input,
+                >,
+            > + ?Sized,
+    {
+        evaluate(&self.model().valid(), data)
+    }
+
+    /// The model as it is now.
+    pub fn model(&self) -> &M {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    /// Replaces the model (e.g. after loading a checkpoint), keeping the optimizer state.
+    pub fn set_model(&mut self, model: M) {
+        self.model = Some(model);
+    }
+
+    /// Ends the run and gives the model back.
+    pub fn into_model(self) -> M {
+        self.model.expect("model present between steps")
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn lr_factor(&self, fraction: f64) -> f64 {
+        let done = (self.epoch - 1) as f64;
+        let start = (done + self.last_fraction) / self.epochs as f64;
+        let end = (done + fraction) / self.epochs as f64;
+        self.schedule.factor(start, end.max(start))
+    }
+
+    fn apply(&mut self, factor: f64, grad_scale: f64) -> Option<f64> {
+        let model = self.take_model();
+        let (model, norm) = self.optim.step(model, factor, grad_scale);
+        self.model = Some(model);
+        self.pending = 0;
+        self.steps += 1;
+        norm
+    }
+
+    fn take_model(&mut self) -> M {
+        self.model.take().expect("model present between steps")
+    }
+}
+
+/// Loss (plain cross-entropy) and accuracy of a model over a data source, for any backend:
+/// pass `model.valid()` and inner-backend batches to measure in inference mode.
+pub fn evaluate<B, M, S>(model: &M, data: &S) -> Result<EvalStats>
+where
+    B: Backend,
+    M: Classifier<B>,
+    S: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
+{
+    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+    for (i, (batch, _)) in data.epoch().enumerate() {
+        let logits = model.logits(batch.inputs);
+        correct += check_batch(&logits, &batch.targets, i + 1)?;
+        let n = logits.dims()[0];
+        let loss: f32 = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits, batch.targets)
+            .into_scalar()
+            .elem();
+        loss_sum += loss as f64 * n as f64;
+        count += n;
+    }
+    if count == 0 {
+        return Err(TransferError::EmptyData {
+            split: "validation".into(),
+        });
+    }
+    Ok(EvalStats {
+        loss: loss_sum / count as f64,
+        accuracy: correct as f64 / count as f64,
+        count,
+    })
+}
+
+/// Checks shapes and label range, and counts correct predictions.
+fn check_batch<B: Backend>(
+    logits: &Tensor<B, 2>,
+    targets: &Tensor<B, 1, Int>,
+    batch: usize,
+) -> Result<usize> {
+    let [rows, classes] = logits.dims();
+    let [n] = targets.dims();
+    if rows != n {
+        return Err(TransferError::BatchShape(format!(
+            "batch {batch}: the model gave {rows} rows of logits for {n} labels; inputs and targets must have the same batch size"
+        )));
+    }
+    let labels = targets.to_data();
+    let predictions = logits.clone().argmax(1).to_data();
+    let mut correct = 0;
+    for (label, pred) in labels.iter::<i64>().zip(predictions.iter::<i64>()) {
+        if label < 0 || label as usize >= classes {
+            return Err(TransferError::LabelOutOfRange {
+                label,
+                batch,
+                num_classes: classes,
+                max: classes.saturating_sub(1),
+            });
+        }
+        correct += usize::from(label == pred);
+    }
+    Ok(correct)
+}

@@ -1,0 +1,94 @@
+//! Gradual unfreezing (ULMFiT): more of the model becomes trainable as epochs pass.
+
+use super::{Freeze, Selector};
+use crate::error::{Result, TransferError};
+use burn::prelude::Backend;
+
+/// A list of `(epoch, selector)`: at the start of `epoch` (1-based), the selected
+/// parameters become trainable.
+///
+/// The state at any epoch is a function of the epoch alone, so a resumed run reaches the
+/// same freeze state by calling [`UnfreezeSchedule::apply_up_to`].
+///
+/// ```
+/// use burn_transfer::freeze::UnfreezeSchedule;
+/// // Epoch 1: only what is already trainable (the head). Epoch 2: + the last block,
+/// // epoch 3: + the last two blocks, and so on.
+/// let schedule = UnfreezeSchedule::gradual("backbone.layers", 3, 2, 1).unwrap();
+/// assert_eq!(schedule.steps().len(), 3);
+/// assert_eq!(schedule.steps()[2].0, 4);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct UnfreezeSchedule {
+    steps: Vec<(usize, Selector)>,
+}
+
+impl UnfreezeSchedule {
+    /// An empty schedule (nothing is ever unfrozen).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a step: at the start of `epoch` (1-based), unfreeze what `selector` picks.
+    pub fn at(mut self, epoch: usize, selector: Selector) -> Result<Self> {
+        if epoch == 0 {
+            return Err(TransferError::config(
+                "unfreeze epoch",
+                epoch,
+                "epochs are counted from 1",
+            ));
+        }
+        self.steps.push((epoch, selector));
+        self.steps.sort_by_key(|(e, _)| *e);
+        Ok(self)
+    }
+
+    /// The ULMFiT recipe for a stack of `num_layers` layers at `stack`: starting at
+    /// `first_epoch`, one more layer (from the top) every `every` epochs.
+    pub fn gradual(
+        stack: &str,
+        num_layers: usize,
+        first_epoch: usize,
+        every: usize,
+    ) -> Result<Self> {
+        if every == 0 {
+            return Err(TransferError::config(
+                "every",
+                every,
+                "must be at least 1 epoch",
+            ));
+        }
+        (1..=num_layers).try_fold(Self::new(), |s, k| {
+            s.at(
+                first_epoch + (k - 1) * every,
+                Selector::last_layers(stack, k),
+            )
+        })
+    }
+
+    /// The steps, sorted by epoch.
+    pub fn steps(&self) -> &[(usize, Selector)] {
+        &self.steps
+    }
+
+    /// Applies the steps scheduled exactly at `epoch`. Returns the model and whether it
+    /// changed (so a trainer knows to log it).
+    pub fn apply<B: Backend, M: Freeze<B>>(&self, model: M, epoch: usize) -> Result<(M, bool)> {
+        let mut model = model;
+        let mut changed = false;
+        for (_, selector) in self.steps.iter().filter(|(e, _)| *e == epoch) {
+            model = model.unfreeze_matching(selector)?;
+            changed = true;
+        }
+        Ok((model, changed))
+    }
+
+    /// Applies every step scheduled at or before `epoch`: the freeze state a run has when
+    /// `epoch` starts, for resuming.
+    pub fn apply_up_to<B: Backend, M: Freeze<B>>(&self, model: M, epoch: usize) -> Result<M> {
+        self.steps
+            .iter()
+            .filter(|(e, _)| *e <= epoch)
+            .try_fold(model, |m, (_, s)| m.unfreeze_matching(s))
+    }
+}

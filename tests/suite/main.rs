@@ -1,0 +1,7 @@
+//! Integration tests, in one binary so that burn is instantiated (and compiled) once.
+
+mod common;
+mod errors;
+mod finetune;
+mod freeze;
+mod learner;
