@@ -21,7 +21,7 @@ fn batch() -> ClassificationBatch<B, Tensor<B, 2>> {
 }
 
 fn body() -> MlpBackbone<B> {
-    MlpBackbone::new(&[784, 1024, 1024, 1024], &Default::default())
+    MlpBackbone::new(&[784, 1024, 1024, 1024], &Default::default()).unwrap()
 }
 
 fn bench_steps(c: &mut Criterion) {

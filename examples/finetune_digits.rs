@@ -74,7 +74,7 @@ fn main() -> burn_transfer::Result<()> {
     // The same network from random weights: the baseline both settings must beat.
     B::seed(&device, SEED);
     let scratch =
-        TransferModel::with_linear_head(MlpBackbone::<B>::new(&WIDTHS, &device), 5, &device)?;
+        TransferModel::with_linear_head(MlpBackbone::<B>::new(&WIDTHS, &device)?, 5, &device)?;
     let scratch = run("(c) from scratch".into(), scratch, tuner(1e-2), &target)?;
 
     println!("\n== pretrained on all ten digits (broad source task) ==");
@@ -117,8 +117,11 @@ fn pretrain(samples: Vec<digits::Sample>, classes: usize) -> burn_transfer::Resu
     let device = Default::default();
     B::seed(&device, SEED);
     let started = Instant::now();
-    let model =
-        TransferModel::with_linear_head(MlpBackbone::<B>::new(&WIDTHS, &device), classes, &device)?;
+    let model = TransferModel::with_linear_head(
+        MlpBackbone::<B>::new(&WIDTHS, &device)?,
+        classes,
+        &device,
+    )?;
     let train = digits::batches::<B>(&samples, 32, &device);
     let outcome = FineTuner::<B>::new()
         .learning_rate(1e-3)

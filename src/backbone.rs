@@ -4,6 +4,8 @@ use burn::module::{Module, ModuleDisplay};
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
+use crate::error::{Result, TransferError};
+
 /// The body of a transfer model: turns an input into one feature vector per sample.
 ///
 /// Implement it for your own network (a ResNet trunk, a BERT encoder with pooling, ...) and
@@ -34,15 +36,16 @@ pub struct MlpBackbone<B: Backend> {
 
 impl<B: Backend> MlpBackbone<B> {
     /// A backbone with layer widths `widths` (input first): `[64, 128, 64]` gives two
-    /// layers, 64→128 and 128→64, and 64 features.
-    ///
-    /// # Panics
-    /// If fewer than two widths are given: a backbone needs at least one layer.
-    pub fn new(widths: &[usize], device: &B::Device) -> Self {
-        assert!(
-            widths.len() >= 2,
-            "MlpBackbone needs at least [input, output] widths, got {widths:?}"
-        );
+    /// layers, 64→128 and 128→64, and 64 features. Fewer than two widths, or a zero width,
+    /// is an error.
+    pub fn new(widths: &[usize], device: &B::Device) -> Result<Self> {
+        if widths.len() < 2 || widths.contains(&0) {
+            return Err(TransferError::config(
+                "MlpBackbone widths",
+                format!("{widths:?}"),
+                "give at least [input, output], every width ≥ 1",
+            ));
+        }
         let layers = widths
             .windows(2)
             .map(|w| LinearConfig::new(w[0], w[1]).init(device))
@@ -52,7 +55,39 @@ impl<B: Backend> MlpBackbone<B> {
             activation: Relu::new(),
         };
         crate::freeze::materialize(&backbone);
-        backbone
+        Ok(backbone)
+    }
+}
+
+impl<B: Backend> MlpBackbone<B> {
+    /// A backbone from existing layers (e.g. copied or pruned from a teacher); the widths
+    /// must chain.
+    pub fn from_layers(layers: Vec<Linear<B>>) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(TransferError::config(
+                "layers",
+                "[]",
+                "a backbone needs at least one layer",
+            ));
+        }
+        for (i, pair) in layers.windows(2).enumerate() {
+            let out = pair[0].weight.dims()[1];
+            let next_in = pair[1].weight.dims()[0];
+            if out != next_in {
+                return Err(TransferError::WidthMismatch {
+                    what: format!("layer {i} output vs layer {} input", i + 1),
+                    expected: out,
+                    actual: next_in,
+                    hint: "consecutive layers must chain: pick layers whose widths match".into(),
+                });
+            }
+        }
+        let backbone = Self {
+            layers,
+            activation: Relu::new(),
+        };
+        crate::freeze::materialize(&backbone);
+        Ok(backbone)
     }
 }
 

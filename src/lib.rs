@@ -20,7 +20,7 @@
 //! type B = Autodiff<NdArray>;
 //! let device = Default::default();
 //! // A "pretrained" body, frozen; a new 3-way head.
-//! let body = MlpBackbone::<B>::new(&[4, 16], &device);
+//! let body = MlpBackbone::<B>::new(&[4, 16], &device)?;
 //! let model = TransferModel::with_linear_head(body, 3, &device)?.freeze_matching("backbone")?;
 //! println!("{}", model.param_summary().totals_line());
 //!
@@ -40,11 +40,13 @@
 
 pub mod backbone;
 pub mod checkpoint;
+pub mod distill;
 pub mod error;
 pub mod finetune;
 pub mod freeze;
 pub mod head;
 pub mod learner;
+pub mod loss;
 
 pub use backbone::{Backbone, MlpBackbone};
 pub use error::{Result, TransferError};

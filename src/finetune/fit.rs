@@ -1,16 +1,18 @@
-//! The whole recipe in one call.
+//! The whole recipe in one call, and the epoch loop that distillation reuses.
 
 use super::FineTuner;
 use super::early_stopping::{BestTracker, Monitor};
 use super::history::{EpochMetrics, History};
 use super::progress::{epoch_bar, epoch_line};
-use super::session::EvalStats;
+use super::session::{EvalStats, FineTuneSession, StepStats};
 use super::task::{BatchSource, ClassificationBatch, Classifier};
 use crate::checkpoint::save_model;
 use crate::error::{Result, TransferError};
 use crate::freeze::Freeze;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use indicatif::ProgressBar;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// What [`FineTuner::fit`] returns.
@@ -30,6 +32,20 @@ pub struct FitOutcome<M> {
     pub stopped_early: bool,
 }
 
+impl<M> FitOutcome<M> {
+    /// The same outcome with `f` applied to both models (e.g. to keep only a part).
+    pub fn map<N>(self, mut f: impl FnMut(M) -> N) -> FitOutcome<N> {
+        FitOutcome {
+            model: f(self.model),
+            best_model: f(self.best_model),
+            best_epoch: self.best_epoch,
+            best_value: self.best_value,
+            history: self.history,
+            stopped_early: self.stopped_early,
+        }
+    }
+}
+
 type InnerInput<B, M> = <<M as AutodiffModule<B>>::InnerModule as Classifier<
     <B as AutodiffBackend>::InnerBackend,
 >>::Input;
@@ -44,6 +60,34 @@ struct NoData;
 impl<T: 'static> BatchSource<T> for NoData {
     fn epoch(&self) -> Box<dyn Iterator<Item = (T, f64)> + '_> {
         Box::new(std::iter::empty())
+    }
+}
+
+/// Sums over an epoch's training steps.
+#[derive(Default)]
+pub(crate) struct TrainTotals {
+    loss_sum: f64,
+    correct: usize,
+    count: usize,
+    batches: usize,
+    learning_rate: f64,
+    terms: BTreeMap<String, f64>,
+}
+
+impl TrainTotals {
+    /// Adds one step's statistics, updating the progress bar.
+    pub(crate) fn add(&mut self, stats: &StepStats, fraction: f64, bar: &ProgressBar) {
+        let n = stats.count as f64;
+        self.loss_sum += stats.loss as f64 * n;
+        self.correct += stats.correct;
+        self.count += stats.count;
+        self.batches += 1;
+        self.learning_rate = stats.learning_rate;
+        for (name, v) in &stats.terms {
+            *self.terms.entry(name.to_string()).or_default() += *v as f64 * n;
+        }
+        bar.set_position((fraction * 1000.0) as u64);
+        bar.set_message(format!("loss {:.4}", stats.loss));
     }
 }
 
@@ -62,7 +106,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
         T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
         V: BatchSource<ValidBatch<B, M>> + ?Sized,
     {
-        self.run(model, train, Some(valid))
+        self.fit_classifier(model, train, Some(valid))
     }
 
     /// Like [`FineTuner::fit`] without validation data: the best epoch is judged by the
@@ -73,24 +117,59 @@ impl<B: AutodiffBackend> FineTuner<B> {
         M::InnerModule: Classifier<B::InnerBackend>,
         T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
     {
-        self.run::<M, T, NoData>(model, train, None)
+        self.fit_classifier::<M, T, NoData>(model, train, None)
     }
 
-    fn run<M, T, V>(&self, model: M, train: &T, valid: Option<&V>) -> Result<FitOutcome<M>>
+    fn fit_classifier<M, T, V>(
+        &self,
+        model: M,
+        train: &T,
+        valid: Option<&V>,
+    ) -> Result<FitOutcome<M>>
     where
         M: AutodiffModule<B> + Classifier<B>,
         M::InnerModule: Classifier<B::InnerBackend>,
         T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
         V: BatchSource<ValidBatch<B, M>> + ?Sized,
     {
-        if valid.is_none() && self.monitor != Monitor::TrainLoss {
+        let session = self.session(model)?;
+        self.drive(
+            session,
+            valid.is_some(),
+            |session, bar| {
+                let mut totals = TrainTotals::default();
+                for (batch, fraction) in train.epoch() {
+                    let stats = session.train_step(batch, fraction)?;
+                    totals.add(&stats, fraction, bar);
+                }
+                Ok(totals)
+            },
+            |session| valid.map(|v| session.evaluate(v)).transpose(),
+        )
+    }
+
+    /// The epoch loop shared by fine-tuning and distillation: unfreeze schedule, progress,
+    /// training (`train_epoch`), validation (`validate`), history, best tracking,
+    /// checkpoints and early stopping.
+    pub(crate) fn drive<M, TE, VE>(
+        &self,
+        mut session: FineTuneSession<B, M>,
+        has_validation: bool,
+        mut train_epoch: TE,
+        mut validate: VE,
+    ) -> Result<FitOutcome<M>>
+    where
+        M: AutodiffModule<B>,
+        TE: FnMut(&mut FineTuneSession<B, M>, &ProgressBar) -> Result<TrainTotals>,
+        VE: FnMut(&FineTuneSession<B, M>) -> Result<Option<EvalStats>>,
+    {
+        if !has_validation && self.monitor != Monitor::TrainLoss {
             return Err(TransferError::config(
                 "monitor",
                 self.monitor.name(),
                 "without validation data only Monitor::TrainLoss can be watched; pass validation data or change the monitor",
             ));
         }
-        let mut session = self.session(model)?;
         let min_delta = self.early_stopping.map_or(0.0, |e| e.min_delta);
         let mut tracker = BestTracker::new(self.monitor, min_delta);
         let mut history = History::default();
@@ -106,37 +185,26 @@ impl<B: AutodiffBackend> FineTuner<B> {
                 );
             }
             let bar = epoch_bar(epoch, self.epochs, self.progress_bar);
-            let (mut loss_sum, mut correct, mut count, mut batches) = (0.0f64, 0, 0, 0);
-            let mut lr = 0.0;
-            for (batch, fraction) in train.epoch() {
-                let stats = session
-                    .train_step(batch, fraction)
-                    .inspect_err(|_| bar.abandon())?;
-                loss_sum += stats.loss as f64 * stats.count as f64;
-                correct += stats.correct;
-                count += stats.count;
-                batches += 1;
-                lr = stats.learning_rate;
-                bar.set_position((fraction * 1000.0) as u64);
-                bar.set_message(format!("loss {:.4}", stats.loss));
-            }
+            let totals = train_epoch(&mut session, &bar).inspect_err(|_| bar.abandon())?;
             session.end_epoch();
             bar.finish_and_clear();
-            if batches == 0 || count == 0 {
+            if totals.batches == 0 || totals.count == 0 {
                 return Err(TransferError::EmptyData {
                     split: "training".into(),
                 });
             }
-            let eval: Option<EvalStats> = valid.map(|v| session.evaluate(v)).transpose()?;
+            let eval = validate(&session)?;
+            let n = totals.count as f64;
             let metrics = EpochMetrics {
                 epoch,
-                train_loss: loss_sum / count as f64,
-                train_accuracy: correct as f64 / count as f64,
+                train_loss: totals.loss_sum / n,
+                train_accuracy: totals.correct as f64 / n,
                 valid_loss: eval.map(|e| e.loss),
                 valid_accuracy: eval.map(|e| e.accuracy),
-                learning_rate: lr,
+                learning_rate: totals.learning_rate,
                 trainable_params: session.model().param_summary().trainable(),
                 seconds: started.elapsed().as_secs_f64(),
+                terms: totals.terms.into_iter().map(|(k, v)| (k, v / n)).collect(),
             };
             let value = match self.monitor {
                 Monitor::ValidLoss => metrics.valid_loss,

@@ -3,6 +3,7 @@
 use crate::checkpoint::atomic_write;
 use crate::error::{Result, TransferError};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Metrics of one epoch.
@@ -24,6 +25,9 @@ pub struct EpochMetrics {
     pub trainable_params: usize,
     /// Wall-clock seconds of the epoch (training and validation).
     pub seconds: f64,
+    /// Mean of each named loss term over the epoch (distillation: `kd`, `ce`, ...).
+    #[serde(default)]
+    pub terms: BTreeMap<String, f64>,
 }
 
 /// Every epoch of a run, in order.
@@ -36,14 +40,19 @@ pub struct History {
 const CSV_HEADER: &str = "epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,learning_rate,trainable_params,seconds";
 
 impl History {
-    /// The history as CSV with a header line; missing validation values are empty cells.
+    /// The history as CSV with a header line; missing values are empty cells. Named loss
+    /// terms, if any, follow as `term_<name>` columns.
     pub fn to_csv(&self) -> String {
         let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let names: BTreeSet<&String> = self.epochs.iter().flat_map(|e| e.terms.keys()).collect();
         let mut out = String::from(CSV_HEADER);
+        for n in &names {
+            out.push_str(&format!(",term_{n}"));
+        }
         out.push('\n');
         for e in &self.epochs {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}",
                 e.epoch,
                 e.train_loss,
                 e.train_accuracy,
@@ -53,6 +62,11 @@ impl History {
                 e.trainable_params,
                 e.seconds
             ));
+            for n in &names {
+                out.push(',');
+                out.push_str(&opt(e.terms.get(*n).copied()));
+            }
+            out.push('\n');
         }
         out
     }
@@ -113,6 +127,7 @@ mod tests {
                     learning_rate: 1e-3,
                     trainable_params: 100,
                     seconds: 0.5,
+                    terms: [("kd".to_string(), 0.1 * e as f64)].into_iter().collect(),
                 })
                 .collect(),
         }
@@ -123,7 +138,7 @@ mod tests {
         let h = sample();
         let csv = h.to_csv();
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(lines[0], format!("{CSV_HEADER},term_kd"));
         assert_eq!(lines.len(), 4);
         assert!(
             lines[2].contains(",,"),

@@ -7,7 +7,7 @@
 //! # type B = Autodiff<NdArray>;
 //! # fn data() -> (Vec<ClassificationBatch<B, burn::tensor::Tensor<B, 2>>>, Vec<ClassificationBatch<NdArray, burn::tensor::Tensor<NdArray, 2>>>) { unimplemented!() }
 //! let device = Default::default();
-//! let body = MlpBackbone::<B>::new(&[64, 128, 64], &device);
+//! let body = MlpBackbone::<B>::new(&[64, 128, 64], &device)?;
 //! let model = TransferModel::with_linear_head(body, 5, &device)?;
 //! let (train, valid) = data();
 //! let outcome = FineTuner::<B>::new()
@@ -24,12 +24,12 @@
 //! ```
 
 mod early_stopping;
-mod fit;
+pub(crate) mod fit;
 mod history;
 mod optim;
 mod progress;
 mod schedule;
-mod session;
+pub(crate) mod session;
 mod task;
 
 pub use early_stopping::{BestTracker, EarlyStopping, Monitor, Observation};
@@ -37,7 +37,7 @@ pub use fit::{FitOutcome, ValidBatch};
 pub use history::{EpochMetrics, History};
 pub use optim::{LrGroup, OptimizerKind};
 pub use schedule::LrSchedule;
-pub use session::{EvalStats, FineTuneSession, StepStats, evaluate};
+pub use session::{EvalStats, FineTuneSession, Objective, StepStats, evaluate};
 pub use task::{BatchSource, ClassificationBatch, Classifier};
 
 use crate::error::{Result, TransferError};

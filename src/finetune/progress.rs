@@ -28,8 +28,18 @@ pub(crate) fn epoch_line(m: &EpochMetrics, best: bool) -> String {
         (Some(l), Some(a)) => format!(" | valid loss {l:.4} acc {:.2}%", a * 100.0),
         _ => String::new(),
     };
+    let terms: String = m
+        .terms
+        .iter()
+        .map(|(k, v)| format!(" {k} {v:.4}"))
+        .collect();
+    let terms = if terms.is_empty() {
+        terms
+    } else {
+        format!(" |{terms}")
+    };
     format!(
-        "epoch {:>3} | train loss {:.4} acc {:.2}%{valid} | lr {:.2e} | {:.1}s{}",
+        "epoch {:>3} | train loss {:.4} acc {:.2}%{terms}{valid} | lr {:.2e} | {:.1}s{}",
         m.epoch,
         m.train_loss,
         m.train_accuracy * 100.0,

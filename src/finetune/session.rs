@@ -10,11 +10,37 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+/// What an objective computed for one batch: the loss to minimise and what to log.
+pub struct Objective<B: Backend> {
+    /// The loss (mean over the batch).
+    pub loss: Tensor<B, 1>,
+    /// Correct predictions in the batch (0 when the objective has no notion of it).
+    pub correct: usize,
+    /// Samples in the batch.
+    pub count: usize,
+    /// Named parts of the loss, logged per epoch (e.g. `kd`, `ce`).
+    pub terms: Vec<(&'static str, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> Objective<B> {
+    /// A loss with its accuracy counts and no named parts.
+    pub fn new(loss: Tensor<B, 1>, correct: usize, count: usize) -> Self {
+        Self {
+            loss,
+            correct,
+            count,
+            terms: Vec::new(),
+        }
+    }
+}
+
 /// What one training step did.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepStats {
-    /// Mean cross-entropy of the batch (before any division for accumulation).
+    /// The batch's loss (before any division for accumulation).
     pub loss: f32,
+    /// The loss's named parts, when the objective has any.
+    pub terms: Vec<(&'static str, f32)>,
     /// Correct predictions in the batch.
     pub correct: usize,
     /// Samples in the batch.
@@ -76,7 +102,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
     /// Validates the configuration and prepares a run on `model`.
     pub fn session<M>(&self, model: M) -> Result<FineTuneSession<B, M>>
     where
-        M: AutodiffModule<B> + Classifier<B>,
+        M: AutodiffModule<B>,
     {
         self.validate()?;
         crate::freeze::materialize(&model);
@@ -108,7 +134,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
     }
 }
 
-impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B, M> {
+impl<B: AutodiffBackend, M: AutodiffModule<B>> FineTuneSession<B, M> {
     /// Starts epoch `epoch` (1-based): applies the unfreeze schedule's steps for it.
     /// Returns whether the set of trainable parameters changed.
     pub fn begin_epoch(&mut self, epoch: usize) -> Result<bool> {
@@ -121,24 +147,23 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
         Ok(changed)
     }
 
-    /// Forward, backward, and (every `accumulate` batches) an optimizer step.
+    /// One step on any objective: `objective` computes the batch's loss from the model;
+    /// then backward, and (every `accumulate` batches) an optimizer step.
     ///
     /// `epoch_fraction` is the share of the epoch done after this batch (in `(0, 1]`); it
     /// drives the learning-rate schedule. A NaN/Inf loss is an error and changes nothing.
-    pub fn train_step(
-        &mut self,
-        batch: ClassificationBatch<B, M::Input>,
-        epoch_fraction: f64,
-    ) -> Result<StepStats> {
+    pub fn step_with<F>(&mut self, epoch_fraction: f64, objective: F) -> Result<StepStats>
+    where
+        F: FnOnce(&M) -> Result<Objective<B>>,
+    {
         self.batch_index += 1;
         let model = self.model.as_ref().expect("model present between steps");
-        let logits = model.logits(batch.inputs);
-        let correct = check_batch(&logits, &batch.targets, self.batch_index)?;
-        let count = logits.dims()[0];
-        let loss = CrossEntropyLossConfig::new()
-            .with_smoothing(self.smoothing)
-            .init(&logits.device())
-            .forward(logits, batch.targets);
+        let Objective {
+            loss,
+            correct,
+            count,
+            terms,
+        } = objective(model)?;
         let loss_value: f32 = loss.clone().into_scalar().elem();
         if !loss_value.is_finite() {
             return Err(TransferError::NonFiniteLoss {
@@ -147,6 +172,10 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
                 value: loss_value,
             });
         }
+        let terms = terms
+            .into_iter()
+            .map(|(name, t)| (name, t.into_scalar().elem::<f32>()))
+            .collect();
         let loss = if self.accumulation > 1 {
             loss.div_scalar(self.accumulation as f32)
         } else {
@@ -163,6 +192,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
             loss: loss_value,
             correct,
             count,
+            terms,
             learning_rate: self.optim.base_rates().last().copied().unwrap_or(0.0) * factor,
             stepped: false,
             grad_norm: None,
@@ -174,6 +204,11 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
         Ok(stats)
     }
 
+    /// The current epoch (1-based).
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
     /// Ends the epoch: a partial accumulation (fewer than `accumulate` batches left) is
     /// applied, rescaled as if its batches were all there were.
     pub fn end_epoch(&mut self) {
@@ -182,21 +217,6 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
             let scale = self.accumulation as f64 / self.pending as f64;
             self.apply(factor, scale);
         }
-    }
-
-    /// Loss and accuracy of the current model in inference mode (inner backend: no graph,
-    /// dropout off, BatchNorm on running statistics).
-    pub fn evaluate<S>(&self, data: &S) -> Result<EvalStats>
-    where
-        M::InnerModule: Classifier<B::InnerBackend>,
-        S: BatchSource<
-                ClassificationBatch<
-                    B::InnerBackend,
-                    <M::InnerModule as Classifier<B::InnerBackend>>::Input,
-                >,
-            > + ?Sized,
-    {
-        evaluate(&self.model().valid(), data)
     }
 
     /// The model as it is now.
@@ -240,6 +260,45 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
     }
 }
 
+impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B, M> {
+    /// Cross-entropy (with the configured label smoothing) on a labelled batch: forward,
+    /// backward, and (every `accumulate` batches) an optimizer step. See
+    /// [`FineTuneSession::step_with`].
+    pub fn train_step(
+        &mut self,
+        batch: ClassificationBatch<B, M::Input>,
+        epoch_fraction: f64,
+    ) -> Result<StepStats> {
+        let smoothing = self.smoothing;
+        let index = self.batch_index + 1;
+        self.step_with(epoch_fraction, |model| {
+            let logits = model.logits(batch.inputs);
+            let correct = check_batch(&logits, &batch.targets, index)?;
+            let count = logits.dims()[0];
+            let loss = CrossEntropyLossConfig::new()
+                .with_smoothing(smoothing)
+                .init(&logits.device())
+                .forward(logits, batch.targets);
+            Ok(Objective::new(loss, correct, count))
+        })
+    }
+
+    /// Loss and accuracy of the current model in inference mode (inner backend: no graph,
+    /// dropout off, BatchNorm on running statistics).
+    pub fn evaluate<S>(&self, data: &S) -> Result<EvalStats>
+    where
+        M::InnerModule: Classifier<B::InnerBackend>,
+        S: BatchSource<
+                ClassificationBatch<
+                    B::InnerBackend,
+                    <M::InnerModule as Classifier<B::InnerBackend>>::Input,
+                >,
+            > + ?Sized,
+    {
+        evaluate(&self.model().valid(), data)
+    }
+}
+
 /// Loss (plain cross-entropy) and accuracy of a model over a data source, for any backend:
 /// pass `model.valid()` and inner-backend batches to measure in inference mode.
 pub fn evaluate<B, M, S>(model: &M, data: &S) -> Result<EvalStats>
@@ -274,7 +333,7 @@ where
 }
 
 /// Checks shapes and label range, and counts correct predictions.
-fn check_batch<B: Backend>(
+pub(crate) fn check_batch<B: Backend>(
     logits: &Tensor<B, 2>,
     targets: &Tensor<B, 1, Int>,
     batch: usize,

@@ -3,7 +3,7 @@
 use crate::backbone::Backbone;
 use crate::head::{Head, TransferModel};
 use burn::data::dataloader::DataLoader;
-use burn::module::Module;
+use burn::module::{Module, ModuleDisplay};
 use burn::prelude::*;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 ///
 /// [`TransferModel`] implements it; implement it for your own model to fine-tune it with
 /// [`FineTuner`](super::FineTuner).
-pub trait Classifier<B: Backend>: Module<B> {
+pub trait Classifier<B: Backend>: Module<B> + ModuleDisplay {
     /// What the model reads.
     type Input: 'static;
     /// Class logits `[batch, classes]`.

@@ -27,7 +27,7 @@ use crate::backbone::Backbone;
 /// use burn_transfer::backbone::MlpBackbone;
 ///
 /// type B = Autodiff<NdArray>;
-/// let body: MlpBackbone<B> = MlpBackbone::new(&[8, 16], &Default::default());
+/// let body: MlpBackbone<B> = MlpBackbone::new(&[8, 16], &Default::default()).unwrap();
 /// let frozen = Frozen::new(body).unfreeze();
 /// assert_eq!(frozen.param_summary().trainable(), 0);
 /// ```

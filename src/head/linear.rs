@@ -32,6 +32,15 @@ impl<B: Backend> LinearHead<B> {
     }
 }
 
+impl<B: Backend> LinearHead<B> {
+    /// A head from an existing layer (e.g. a pretrained classifier, or a pruned one).
+    pub fn from_linear(linear: Linear<B>) -> Self {
+        let head = Self { linear };
+        crate::freeze::materialize(&head);
+        head
+    }
+}
+
 impl<B: Backend> Head<B> for LinearHead<B> {
     fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         self.linear.forward(features)

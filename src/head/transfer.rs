@@ -18,7 +18,7 @@ use core::marker::PhantomData;
 /// use burn_transfer::head::{LinearHead, TransferModel};
 ///
 /// let device = Default::default();
-/// let body = MlpBackbone::<NdArray>::new(&[64, 32], &device);
+/// let body = MlpBackbone::<NdArray>::new(&[64, 32], &device).unwrap();
 /// let model = TransferModel::with_linear_head(body, 1000, &device).unwrap();
 /// // The seed's operation: the 1000-way head becomes a 5-way head, nothing else changes.
 /// let model = model.replace_linear_head(5, &device).unwrap();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use burn::backend::{Autodiff, NdArray};
+use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -49,7 +50,7 @@ pub fn batches<Bk: Backend>(count: usize, n: usize, dim: usize, classes: usize) 
 /// MLP body 8→16→16 with a 4-way linear head.
 pub fn mlp_model() -> TransferModel<B, MlpBackbone<B>, LinearHead<B>> {
     let d = device();
-    TransferModel::with_linear_head(MlpBackbone::new(&[8, 16, 16], &d), 4, &d).unwrap()
+    TransferModel::with_linear_head(MlpBackbone::new(&[8, 16, 16], &d).unwrap(), 4, &d).unwrap()
 }
 
 /// A body with BatchNorm (running statistics) for the `Frozen` tests.
@@ -135,4 +136,29 @@ pub fn value_of<Bk: Backend, M: Module<Bk>>(m: &M, path: &str) -> Vec<f32> {
 
 pub fn quiet(t: FineTuner<B>) -> FineTuner<B> {
     t.verbose(false).progress_bar(false)
+}
+
+/// Rows of 8 features and a label, batched by burn's `DataLoader`.
+#[derive(Clone)]
+pub struct RowBatcher;
+
+impl<Bk: Backend> Batcher<Bk, (Vec<f32>, i64), Batch<Bk>> for RowBatcher {
+    fn batch(&self, items: Vec<(Vec<f32>, i64)>, device: &Bk::Device) -> Batch<Bk> {
+        let n = items.len();
+        let x: Vec<f32> = items.iter().flat_map(|(x, _)| x.clone()).collect();
+        let y: Vec<i64> = items.iter().map(|(_, y)| *y).collect();
+        ClassificationBatch::new(
+            Tensor::from_data(TensorData::new(x, [n, 8]), device),
+            Tensor::from_data(TensorData::new(y, [n]), device),
+        )
+    }
+}
+
+pub fn items(seed: u64) -> Vec<(Vec<f32>, i64)> {
+    let b = batch::<Inner>(64, 8, 4, seed);
+    let x = b.inputs.to_data().to_vec::<f32>().unwrap();
+    let y = b.targets.to_data().iter::<i64>().collect::<Vec<_>>();
+    (0..64)
+        .map(|i| (x[i * 8..(i + 1) * 8].to_vec(), y[i]))
+        .collect()
 }

@@ -62,7 +62,9 @@ fn labels_beyond_the_head_are_an_error() {
 #[test]
 fn head_width_mismatch_names_both_widths() {
     let d = device();
-    let body = MlpBackbone::<B>::new(&[8, 16], &d);
+    let body = MlpBackbone::<B>::new(&[8, 16], &d).unwrap();
+    assert!(MlpBackbone::<B>::new(&[8], &d).is_err());
+    assert!(MlpBackbone::<B>::new(&[8, 0], &d).is_err());
     let err = TransferModel::new(body, LinearHead::new(12, 4, &d).unwrap()).unwrap_err();
     let msg = err.to_string();
     assert!(

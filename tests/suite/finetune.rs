@@ -235,6 +235,43 @@ fn nan_loss_stops_with_the_step_named_and_the_best_checkpoint_intact() {
 }
 
 #[test]
+fn fit_takes_burn_data_loaders_and_an_mlp_head() {
+    use burn::data::dataloader::DataLoaderBuilder;
+    use burn::data::dataset::InMemDataset;
+    let d = device();
+    let body = MlpBackbone::<B>::new(&[8, 16], &d).unwrap();
+    let head = MlpHeadConfig::new(16, vec![12], 4)
+        .with_dropout(0.2)
+        .init::<B>(&d)
+        .unwrap();
+    assert_eq!((head.input_dim(), head.num_outputs()), (16, 4));
+    let model = TransferModel::new(body, head).unwrap();
+    let train = DataLoaderBuilder::<B, _, _>::new(RowBatcher)
+        .batch_size(16)
+        .shuffle(3)
+        .build(InMemDataset::new(items(1)));
+    let valid = DataLoaderBuilder::<Inner, _, _>::new(RowBatcher)
+        .batch_size(32)
+        .build(InMemDataset::new(items(2)));
+    let outcome = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(3))
+        .schedule(LrSchedule::Linear { warmup: 0.2 })
+        .fit(model, &train, &valid)
+        .unwrap();
+    assert_eq!(outcome.history.epochs.len(), 3);
+    assert_eq!(
+        outcome.history.epochs[0].trainable_params,
+        8 * 16 + 16 + 16 * 12 + 12 + 12 * 4 + 4
+    );
+    // 64 items in batches of 16, 12 steps: the schedule follows the loader's progress, so
+    // the last step (starting at 11/12 of the run) runs at (1 - 11/12) / 0.8 ≈ 0.10 × base.
+    let last_lr = outcome.history.epochs[2].learning_rate;
+    assert!(
+        (last_lr - 1e-2 * (1.0 - 11.0 / 12.0) / 0.8).abs() < 1e-9,
+        "{last_lr}"
+    );
+}
+
+#[test]
 fn training_improves_on_a_learnable_task() {
     let train = batches::<B>(8, 32, 8, 4);
     let valid = batches::<Inner>(2, 64, 8, 4);

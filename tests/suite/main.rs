@@ -1,7 +1,9 @@
 //! Integration tests, in one binary so that burn is instantiated (and compiled) once.
 
 mod common;
+mod distill;
 mod errors;
 mod finetune;
 mod freeze;
 mod learner;
+mod loss;

@@ -1,0 +1,167 @@
+//! The distillation terms as plain functions on logits and hidden states.
+//!
+//! Every softmax-based term is computed from `log_softmax` (never `log(softmax)`), so it
+//! stays finite for large logits. Teacher tensors are constants: pass them lifted from the
+//! inner backend (`Tensor::from_inner`) or detached.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+/// Hinton's KD term: `T² · KL(softmax(t/T) ‖ softmax(s/T))`, mean over the batch (PyTorch's
+/// `F.kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean") * T²`).
+///
+/// The `T²` factor keeps the soft targets' gradient magnitude comparable across
+/// temperatures. Both inputs are `[batch, classes]`.
+pub fn kd_kl<B: Backend>(
+    student: Tensor<B, 2>,
+    teacher: Tensor<B, 2>,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [batch, _] = student.dims();
+    per_row_kl(student, teacher, temperature)
+        .sum()
+        .mul_scalar(temperature * temperature / batch as f64)
+}
+
+/// `KL(softmax(t/T) ‖ softmax(s/T))` for each row: `[rows]`.
+pub(crate) fn per_row_kl<B: Backend>(
+    student: Tensor<B, 2>,
+    teacher: Tensor<B, 2>,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let log_p_s = log_softmax(student.div_scalar(temperature), 1);
+    let log_p_t = log_softmax(teacher.div_scalar(temperature), 1);
+    let p_t = log_p_t.clone().exp();
+    (p_t * (log_p_t - log_p_s)).sum_dim(1).flatten(0, 1)
+}
+
+/// Token-level KD for sequence models: logits `[batch, seq, vocab]`, `padding_mask`
+/// `[batch, seq]` with `true` at padding (burn's convention). Returns `T²` × the mean of the
+/// per-token KL over the tokens that are not padding.
+pub fn kd_kl_tokens<B: Backend>(
+    student: Tensor<B, 3>,
+    teacher: Tensor<B, 3>,
+    padding_mask: Option<Tensor<B, 2, Bool>>,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [batch, seq, vocab] = student.dims();
+    let kl = per_row_kl(
+        student.reshape([batch * seq, vocab]),
+        teacher.reshape([batch * seq, vocab]),
+        temperature,
+    );
+    let scale = temperature * temperature;
+    match padding_mask {
+        None => kl.mean().mul_scalar(scale),
+        Some(mask) => {
+            let keep = mask.bool_not().float().reshape([batch * seq]);
+            // At least one token must count; an all-padding batch contributes zero.
+            let count = keep.clone().sum().clamp_min(1.0);
+            (kl * keep).sum().div(count).mul_scalar(scale)
+        }
+    }
+}
+
+/// Cross-entropy with optional label smoothing, mean over the batch (PyTorch's
+/// `F.cross_entropy(..., label_smoothing=ε)`: targets `(1-ε)·onehot + ε/classes`).
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    smoothing: f32,
+) -> Tensor<B, 1> {
+    let [batch, classes] = logits.dims();
+    let log_p = log_softmax(logits, 1);
+    let picked = log_p.clone().gather(1, labels.reshape([batch, 1])).sum();
+    let nll = picked.neg().div_scalar(batch as f64);
+    if smoothing == 0.0 {
+        return nll;
+    }
+    let uniform = log_p.sum().neg().div_scalar((batch * classes) as f64);
+    nll.mul_scalar(1.0 - smoothing as f64) + uniform.mul_scalar(smoothing as f64)
+}
+
+/// Mean squared difference of all elements (logit matching).
+pub fn mse<B: Backend, const D: usize>(
+    student: Tensor<B, D>,
+    teacher: Tensor<B, D>,
+) -> Tensor<B, 1> {
+    (student - teacher).powi_scalar(2).mean()
+}
+
+/// DistilBERT's cosine term: the mean over rows of `1 - cos(h_s, h_t)` for `[rows, dim]`.
+pub fn cosine_distance<B: Backend>(student: Tensor<B, 2>, teacher: Tensor<B, 2>) -> Tensor<B, 1> {
+    // PyTorch's cosine_embedding_loss adds 1e-12 to each squared norm.
+    let dot = (student.clone() * teacher.clone()).sum_dim(1);
+    let ns = student.powi_scalar(2).sum_dim(1).add_scalar(1e-12);
+    let nt = teacher.powi_scalar(2).sum_dim(1).add_scalar(1e-12);
+    let cos = dot / (ns * nt).sqrt();
+    cos.neg().add_scalar(1.0).mean()
+}
+
+/// Attention transfer (Zagoruyko & Komodakis, 2017) between activation maps
+/// `[batch, channels, positions]`: each map becomes the L2-normalised vector of
+/// `Σ_c |A_c|^2` over positions; the term is the mean over the batch of the squared
+/// distance between student and teacher vectors. Channel counts may differ; positions
+/// must match.
+pub fn attention_transfer<B: Backend>(
+    student: Tensor<B, 3>,
+    teacher: Tensor<B, 3>,
+) -> Tensor<B, 1> {
+    let q = |a: Tensor<B, 3>| {
+        let [batch, _, positions] = a.dims();
+        let m = a.powi_scalar(2).sum_dim(1).reshape([batch, positions]);
+        let norm = m.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+        m / norm
+    };
+    (q(student) - q(teacher)).powi_scalar(2).sum_dim(1).mean()
+}
+
+/// Decoupled KD (Zhao et al., CVPR 2022): `α·TCKD + β·NCKD`, each `T²`-scaled and
+/// batch-mean. TCKD is the KL between the binary (target vs rest) distributions of teacher
+/// and student; NCKD the KL between their distributions over the non-target classes.
+pub fn dkd<B: Backend>(
+    student: Tensor<B, 2>,
+    teacher: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    alpha: f64,
+    beta: f64,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [batch, classes] = student.dims();
+    let target = labels.one_hot::<2>(classes).equal_elem(1);
+    let scale = temperature * temperature / batch as f64;
+
+    // Binary distributions from log-sum-exps: log p(target) and log p(rest).
+    let binary = |logits: Tensor<B, 2>| {
+        let z = logits.div_scalar(temperature);
+        let all = logsumexp_rows(z.clone());
+        let tgt = logsumexp_rows(z.clone().mask_fill(target.clone().bool_not(), -1e9));
+        let rest = logsumexp_rows(z.mask_fill(target.clone(), -1e9));
+        Tensor::cat(vec![tgt - all.clone(), rest - all], 1)
+    };
+    let log_b_s = binary(student.clone());
+    let log_b_t = binary(teacher.clone());
+    let tckd = (log_b_t.clone().exp() * (log_b_t - log_b_s))
+        .sum()
+        .mul_scalar(scale);
+
+    // Non-target distributions: the target logit pushed out of the softmax.
+    let log_n_s = log_softmax(
+        student
+            .div_scalar(temperature)
+            .mask_fill(target.clone(), -1e9),
+        1,
+    );
+    let log_n_t = log_softmax(teacher.div_scalar(temperature).mask_fill(target, -1e9), 1);
+    let nckd = (log_n_t.clone().exp() * (log_n_t - log_n_s))
+        .sum()
+        .mul_scalar(scale);
+
+    tckd.mul_scalar(alpha) + nckd.mul_scalar(beta)
+}
+
+/// `log Σ_j exp(x_ij)` per row, `[rows, 1]`, shifted by the row maximum for stability.
+fn logsumexp_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let m = x.clone().max_dim(1).detach();
+    (x - m.clone()).exp().sum_dim(1).log() + m
+}

@@ -1,0 +1,489 @@
+//! Distillation objectives: [`DistillLoss`], a weighted sum of terms, and each term as a
+//! function ([`functional`]).
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::{Int, Tensor};
+//! use burn_transfer::loss::{DistillLossConfig, DistillTargets};
+//!
+//! let device = Default::default();
+//! // The seed's objective: α·T²·KL(teacher ‖ student) + (1-α)·CE(student, y), T = 4, α = 0.7.
+//! let loss = DistillLossConfig::new().temperature(4.0).alpha(0.7).init::<NdArray>(&device).unwrap();
+//! let s = Tensor::<NdArray, 2>::from_floats([[1.0, 2.0, 0.5]], &device);
+//! let t = Tensor::<NdArray, 2>::from_floats([[0.5, 3.0, 0.0]], &device);
+//! let y = Tensor::<NdArray, 1, Int>::from_ints([1], &device);
+//! let out = loss.forward(DistillTargets::new(s, t).with_labels(y), 1).unwrap();
+//! assert!(out.total.into_scalar() > 0.0);
+//! assert_eq!(out.terms.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["kd", "ce"]);
+//! ```
+
+pub mod functional;
+mod schedule;
+
+pub use schedule::ParamSchedule;
+
+use crate::error::{Result, TransferError};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+
+/// Weights of the decoupled-KD term.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DkdWeights {
+    /// Weight of the target-class term (paper default 1).
+    pub alpha: f64,
+    /// Weight of the non-target term (paper default 8).
+    pub beta: f64,
+    /// Weight of the whole DKD term in the sum.
+    pub weight: f64,
+}
+
+/// Which terms make up a [`DistillLoss`], and their weights.
+///
+/// The logit part is `α·KD + (1-α)·CE` when labels are given and `KD` alone when they are
+/// not (soft targets only). The other terms are added with their own weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DistillLossConfig {
+    /// Softmax temperature `T` (default 4).
+    pub temperature: ParamSchedule,
+    /// Share of the KD term in the logit part, in `[0, 1]` (default 0.7).
+    pub alpha: ParamSchedule,
+    /// Label smoothing of the CE term.
+    pub label_smoothing: f32,
+    /// Weight of the logit-MSE term (0 = off).
+    pub mse_weight: f64,
+    /// Weight of the hidden-state cosine term (DistilBERT; 0 = off).
+    pub cosine_weight: f64,
+    /// FitNets hint: weight and `(student width, teacher width)`; a learned projection is
+    /// created when the widths differ.
+    pub hint: Option<(f64, usize, usize)>,
+    /// Weight of the attention-transfer term (0 = off).
+    pub attention_weight: f64,
+    /// Decoupled KD (needs labels).
+    pub dkd: Option<DkdWeights>,
+}
+
+impl Default for DistillLossConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DistillLossConfig {
+    /// Hinton KD at T = 4 mixed with CE at α = 0.7; nothing else.
+    pub fn new() -> Self {
+        Self {
+            temperature: ParamSchedule::Constant(4.0),
+            alpha: ParamSchedule::Constant(0.7),
+            label_smoothing: 0.0,
+            mse_weight: 0.0,
+            cosine_weight: 0.0,
+            hint: None,
+            attention_weight: 0.0,
+            dkd: None,
+        }
+    }
+
+    /// Sets the temperature (a constant or a [`ParamSchedule`]).
+    pub fn temperature(mut self, t: impl Into<ParamSchedule>) -> Self {
+        self.temperature = t.into();
+        self
+    }
+
+    /// Sets α, the KD share (a constant or a [`ParamSchedule`]).
+    pub fn alpha(mut self, alpha: impl Into<ParamSchedule>) -> Self {
+        self.alpha = alpha.into();
+        self
+    }
+
+    /// Label smoothing for the CE term.
+    pub fn label_smoothing(mut self, epsilon: f32) -> Self {
+        self.label_smoothing = epsilon;
+        self
+    }
+
+    /// Adds the logit-MSE term.
+    pub fn with_mse(mut self, weight: f64) -> Self {
+        self.mse_weight = weight;
+        self
+    }
+
+    /// Adds DistilBERT's hidden-state cosine term.
+    pub fn with_cosine(mut self, weight: f64) -> Self {
+        self.cosine_weight = weight;
+        self
+    }
+
+    /// Adds a FitNets hint from the student's hidden states (width `student_dim`) to the
+    /// teacher's (`teacher_dim`), through a learned linear projection if they differ.
+    pub fn with_hint(mut self, weight: f64, student_dim: usize, teacher_dim: usize) -> Self {
+        self.hint = Some((weight, student_dim, teacher_dim));
+        self
+    }
+
+    /// Adds attention transfer between activation maps.
+    pub fn with_attention(mut self, weight: f64) -> Self {
+        self.attention_weight = weight;
+        self
+    }
+
+    /// Adds decoupled KD with its `alpha` (target) and `beta` (non-target) weights.
+    pub fn with_dkd(mut self, weight: f64, alpha: f64, beta: f64) -> Self {
+        self.dkd = Some(DkdWeights {
+            alpha,
+            beta,
+            weight,
+        });
+        self
+    }
+
+    /// Checks every value; `init` calls it.
+    pub fn validate(&self) -> Result<()> {
+        self.temperature.check(
+            "temperature",
+            |t| t > 0.0 && t.is_finite(),
+            "T must be finite and > 0 (typical: 2–4)",
+        )?;
+        self.alpha.check(
+            "alpha",
+            |a| (0.0..=1.0).contains(&a),
+            "α is the KD share, in [0, 1] (typical: 0.5–0.9)",
+        )?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(TransferError::config(
+                "label_smoothing",
+                self.label_smoothing,
+                "must be in [0, 1)",
+            ));
+        }
+        let weights = [
+            ("mse weight", self.mse_weight),
+            ("cosine weight", self.cosine_weight),
+            ("attention weight", self.attention_weight),
+            ("hint weight", self.hint.map_or(0.0, |h| h.0)),
+            ("dkd weight", self.dkd.map_or(0.0, |d| d.weight)),
+            ("dkd alpha", self.dkd.map_or(0.0, |d| d.alpha)),
+            ("dkd beta", self.dkd.map_or(0.0, |d| d.beta)),
+        ];
+        for (name, w) in weights {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(TransferError::config(
+                    name,
+                    w,
+                    "weights must be finite and ≥ 0",
+                ));
+            }
+        }
+        if let Some((_, s, t)) = self.hint
+            && (s == 0 || t == 0)
+        {
+            return Err(TransferError::config(
+                "hint widths",
+                format!("{s}→{t}"),
+                "widths must be ≥ 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the loss module (with the hint projector, if any) on `device`.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<DistillLoss<B>> {
+        self.validate()?;
+        let hint_projector = match self.hint {
+            Some((_, s, t)) if s != t => Some(LinearConfig::new(s, t).init(device)),
+            _ => None,
+        };
+        let loss = DistillLoss {
+            hint_projector,
+            config: self.clone(),
+        };
+        crate::freeze::materialize(&loss);
+        Ok(loss)
+    }
+}
+
+/// What one batch gives the loss: student outputs (tracked), teacher outputs (constants),
+/// and optionally labels, hidden states and attention maps.
+#[derive(Clone, Debug)]
+pub struct DistillTargets<B: Backend> {
+    /// Student logits `[batch, classes]`.
+    pub student_logits: Tensor<B, 2>,
+    /// Teacher logits `[batch, classes]`.
+    pub teacher_logits: Tensor<B, 2>,
+    /// Class labels `[batch]` (absent for unlabelled data).
+    pub labels: Option<Tensor<B, 1, Int>>,
+    /// Student and teacher hidden states `[rows, width]` (cosine, hint terms).
+    pub hidden: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    /// Student and teacher activation maps `[batch, channels, positions]` (attention term).
+    pub attention: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+impl<B: Backend> DistillTargets<B> {
+    /// Logits only (soft targets).
+    pub fn new(student_logits: Tensor<B, 2>, teacher_logits: Tensor<B, 2>) -> Self {
+        Self {
+            student_logits,
+            teacher_logits,
+            labels: None,
+            hidden: None,
+            attention: None,
+        }
+    }
+
+    /// Adds labels (enables the CE and DKD terms).
+    pub fn with_labels(mut self, labels: Tensor<B, 1, Int>) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
+    /// Adds hidden states (student, teacher).
+    pub fn with_hidden(mut self, student: Tensor<B, 2>, teacher: Tensor<B, 2>) -> Self {
+        self.hidden = Some((student, teacher));
+        self
+    }
+
+    /// Adds activation maps (student, teacher).
+    pub fn with_attention(mut self, student: Tensor<B, 3>, teacher: Tensor<B, 3>) -> Self {
+        self.attention = Some((student, teacher));
+        self
+    }
+}
+
+/// The total loss and each weighted term, by name, for logging.
+#[derive(Clone, Debug)]
+pub struct DistillLossOutput<B: Backend> {
+    /// The sum to call `backward` on.
+    pub total: Tensor<B, 1>,
+    /// `(name, weighted value)` of each active term: `kd`, `ce`, `mse`, `cosine`, `hint`,
+    /// `attention`, `dkd`.
+    pub terms: Vec<(&'static str, Tensor<B, 1>)>,
+}
+
+/// A weighted sum of distillation terms; a burn [`Module`] so that the FitNets projector
+/// trains with the student (put both in one module, or give both to the optimizer).
+#[derive(Module, Debug)]
+pub struct DistillLoss<B: Backend> {
+    /// Student → teacher width projection for the hint term (when widths differ).
+    pub hint_projector: Option<Linear<B>>,
+    config: DistillLossConfig,
+}
+
+impl<B: Backend> DistillLoss<B> {
+    /// The configuration it was built from.
+    pub fn config(&self) -> &DistillLossConfig {
+        &self.config
+    }
+
+    /// The loss for a classification batch at `epoch` (for the T and α schedules).
+    ///
+    /// Errors: logits of different widths, hidden states or maps of mismatched shapes, a
+    /// term that needs labels (DKD) without them.
+    pub fn forward(
+        &self,
+        targets: DistillTargets<B>,
+        epoch: usize,
+    ) -> Result<DistillLossOutput<B>> {
+        let c = &self.config;
+        let t = c.temperature.at(epoch);
+        let [bs, cs] = targets.student_logits.dims();
+        let [bt, ct] = targets.teacher_logits.dims();
+        if (bs, cs) != (bt, ct) {
+            return Err(TransferError::WidthMismatch {
+                what: "teacher vs student logits".into(),
+                expected: ct,
+                actual: cs,
+                hint: format!(
+                    "the teacher gives [{bt}, {ct}] and the student [{bs}, {cs}]; both must predict the same classes for the same batch"
+                ),
+            });
+        }
+        let mut terms = Vec::new();
+        let kd = functional::kd_kl(
+            targets.student_logits.clone(),
+            targets.teacher_logits.clone(),
+            t,
+        );
+        match &targets.labels {
+            Some(labels) => {
+                check_labels(labels, bs)?;
+                let alpha = c.alpha.at(epoch);
+                let ce = functional::cross_entropy(
+                    targets.student_logits.clone(),
+                    labels.clone(),
+                    c.label_smoothing,
+                );
+                terms.push(("kd", kd.mul_scalar(alpha)));
+                terms.push(("ce", ce.mul_scalar(1.0 - alpha)));
+            }
+            None => terms.push(("kd", kd)),
+        }
+        if c.mse_weight > 0.0 {
+            let mse = functional::mse(
+                targets.student_logits.clone(),
+                targets.teacher_logits.clone(),
+            );
+            terms.push(("mse", mse.mul_scalar(c.mse_weight)));
+        }
+        if let Some(d) = c.dkd {
+            let labels = targets
+                .labels
+                .clone()
+                .ok_or_else(|| missing("decoupled KD", "labels", "DistillTargets::with_labels"))?;
+            let v = functional::dkd(
+                targets.student_logits.clone(),
+                targets.teacher_logits.clone(),
+                labels,
+                d.alpha,
+                d.beta,
+                t,
+            );
+            terms.push(("dkd", v.mul_scalar(d.weight)));
+        }
+        if c.cosine_weight > 0.0 || c.hint.is_some() {
+            let (hs, ht) = targets.hidden.clone().ok_or_else(|| {
+                missing(
+                    "cosine/hint",
+                    "hidden states",
+                    "DistillTargets::with_hidden",
+                )
+            })?;
+            if c.cosine_weight > 0.0 {
+                same_shape(
+                    "cosine term: student vs teacher hidden states",
+                    &hs.dims(),
+                    &ht.dims(),
+                )?;
+                terms.push((
+                    "cosine",
+                    functional::cosine_distance(hs.clone(), ht.clone()).mul_scalar(c.cosine_weight),
+                ));
+            }
+            if let Some((w, sd, td)) = c.hint {
+                let [_, s_width] = hs.dims();
+                let [_, t_width] = ht.dims();
+                if s_width != sd || t_width != td {
+                    return Err(TransferError::WidthMismatch {
+                        what: "hint projector vs hidden states".into(),
+                        expected: sd,
+                        actual: s_width,
+                        hint: format!(
+                            "the projector maps {sd} → {td} but the hidden states are {s_width} (student) and {t_width} (teacher) wide; configure with_hint(w, {s_width}, {t_width})"
+                        ),
+                    });
+                }
+                let projected = match &self.hint_projector {
+                    Some(p) => p.forward(hs),
+                    None => hs,
+                };
+                terms.push(("hint", functional::mse(projected, ht).mul_scalar(w)));
+            }
+        }
+        if c.attention_weight > 0.0 {
+            let (a_s, a_t) = targets.attention.clone().ok_or_else(|| {
+                missing(
+                    "attention transfer",
+                    "activation maps",
+                    "DistillTargets::with_attention",
+                )
+            })?;
+            let ([b1, _, p1], [b2, _, p2]) = (a_s.dims(), a_t.dims());
+            same_shape("attention maps (batch, positions)", &[b1, p1], &[b2, p2])?;
+            terms.push((
+                "attention",
+                functional::attention_transfer(a_s, a_t).mul_scalar(c.attention_weight),
+            ));
+        }
+        let total = terms
+            .iter()
+            .map(|(_, v)| v.clone())
+            .reduce(|a, b| a + b)
+            .expect("the KD term is always present");
+        Ok(DistillLossOutput { total, terms })
+    }
+
+    /// Token-level KD for sequence models: logits `[batch, seq, vocab]`, optional padding
+    /// mask `[batch, seq]` (`true` = padding) and token labels `[batch, seq]`. Padding
+    /// positions count in neither term; means are over the remaining tokens.
+    pub fn forward_tokens(
+        &self,
+        student: Tensor<B, 3>,
+        teacher: Tensor<B, 3>,
+        padding_mask: Option<Tensor<B, 2, Bool>>,
+        labels: Option<Tensor<B, 2, Int>>,
+        epoch: usize,
+    ) -> Result<DistillLossOutput<B>> {
+        let c = &self.config;
+        let t = c.temperature.at(epoch);
+        same_shape(
+            "token logits: student vs teacher",
+            &student.dims(),
+            &teacher.dims(),
+        )?;
+        let [batch, seq, vocab] = student.dims();
+        if let Some(m) = &padding_mask {
+            same_shape(
+                "padding mask vs logits [batch, seq]",
+                &m.dims(),
+                &[batch, seq],
+            )?;
+        }
+        let kd = functional::kd_kl_tokens(student.clone(), teacher, padding_mask.clone(), t);
+        let Some(labels) = labels else {
+            return Ok(DistillLossOutput {
+                total: kd.clone(),
+                terms: vec![("kd", kd)],
+            });
+        };
+        same_shape(
+            "token labels vs logits [batch, seq]",
+            &labels.dims(),
+            &[batch, seq],
+        )?;
+        let alpha = c.alpha.at(epoch);
+        let log_p = burn::tensor::activation::log_softmax(student.reshape([batch * seq, vocab]), 1);
+        let nll = log_p
+            .gather(1, labels.reshape([batch * seq, 1]))
+            .reshape([batch * seq])
+            .neg();
+        let ce = match padding_mask {
+            None => nll.mean(),
+            Some(m) => {
+                let keep = m.bool_not().float().reshape([batch * seq]);
+                let count = keep.clone().sum().clamp_min(1.0);
+                (nll * keep).sum().div(count)
+            }
+        };
+        let (kd, ce) = (kd.mul_scalar(alpha), ce.mul_scalar(1.0 - alpha));
+        Ok(DistillLossOutput {
+            total: kd.clone() + ce.clone(),
+            terms: vec![("kd", kd), ("ce", ce)],
+        })
+    }
+}
+
+fn missing(term: &str, what: &str, how: &str) -> TransferError {
+    TransferError::config(
+        term,
+        format!("no {what}"),
+        &format!("this term needs {what}; pass them with {how}, or turn the term off"),
+    )
+}
+
+fn same_shape(what: &str, a: &[usize], b: &[usize]) -> Result<()> {
+    if a != b {
+        return Err(TransferError::BatchShape(format!(
+            "{what}: {a:?} vs {b:?}; they must match"
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels<B: Backend>(labels: &Tensor<B, 1, Int>, batch: usize) -> Result<()> {
+    let [n] = labels.dims();
+    if n != batch {
+        return Err(TransferError::BatchShape(format!(
+            "{n} labels for {batch} rows of logits; give one label per row"
+        )));
+    }
+    Ok(())
+}
