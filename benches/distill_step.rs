@@ -49,18 +49,23 @@ fn bench_distill(c: &mut Criterion) {
             bench.iter(|| {
                 s.step_with(0.5, |pair| {
                     let logits = pair.student.forward(x.clone());
-                    let out = pair
-                        .loss
-                        .forward(DistillTargets::new(logits, teacher()).with_labels(y.clone()), 1)?;
+                    let out = pair.loss.forward(
+                        DistillTargets::new(logits, teacher()).with_labels(y.clone()),
+                        1,
+                    )?;
                     Ok(Objective::new(out.total, 0, 256))
                 })
                 .unwrap()
             })
         });
     };
-    run("live_inner", &|| Tensor::from_inner(teacher_inner.forward(x.clone().inner())));
+    run("live_inner", &|| {
+        Tensor::from_inner(teacher_inner.forward(x.clone().inner()))
+    });
     run("cached", &|| Tensor::from_inner(cached.clone()));
-    run("live_autodiff_detach", &|| teacher_ad.forward(x.clone()).detach());
+    run("live_autodiff_detach", &|| {
+        teacher_ad.forward(x.clone()).detach()
+    });
     group.finish();
 }
 

@@ -38,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod adapter;
 pub mod backbone;
 pub mod checkpoint;
 pub mod distill;

@@ -1,8 +1,13 @@
 //! Teacher outputs computed once and reused every epoch.
 
+use crate::checkpoint::atomic_write;
 use crate::error::{Result, TransferError};
 use crate::finetune::BatchSource;
 use burn::prelude::*;
+use std::path::Path;
+
+/// First bytes of a cache file; the version changes with the layout.
+const MAGIC: &[u8; 8] = b"BTTCACH1";
 
 /// Teacher logits for a fixed sequence of batches, computed once (one teacher forward per
 /// sample) and kept in memory on the inner backend.
@@ -30,6 +35,76 @@ impl<B: Backend> TeacherCache<B> {
     /// The cached logits of batch `i`.
     pub fn get(&self, i: usize) -> Option<&Tensor<B, 2>> {
         self.logits.get(i)
+    }
+
+    /// Writes the cache to `path` atomically: a header with each batch's shape, then the
+    /// logits as little-endian f32.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend((self.logits.len() as u64).to_le_bytes());
+        let mut data = Vec::new();
+        for l in &self.logits {
+            let [rows, cols] = l.dims();
+            bytes.extend((rows as u64).to_le_bytes());
+            bytes.extend((cols as u64).to_le_bytes());
+            let values = l.to_data().convert::<f32>();
+            let values = values
+                .as_slice::<f32>()
+                .map_err(|e| TransferError::Checkpoint {
+                    path: path.into(),
+                    reason: format!("cannot read the cached logits: {e:?}"),
+                })?;
+            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        bytes.extend(data);
+        atomic_write(path, &bytes)
+    }
+
+    /// Reads a cache written by [`TeacherCache::save`] onto `device`. A missing, truncated or
+    /// foreign file is an error.
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| TransferError::io("read teacher cache", path, e))?;
+        let corrupt = |why: &str| TransferError::Checkpoint {
+            path: path.into(),
+            reason: format!(
+                "not a valid teacher cache ({why}); recompute it with Distiller::cache_teacher"
+            ),
+        };
+        let mut r = Reader {
+            bytes: &bytes,
+            at: 0,
+        };
+        if r.take(MAGIC.len()) != Some(&MAGIC[..]) {
+            return Err(corrupt("wrong header"));
+        }
+        let n = r.u64().ok_or_else(|| corrupt("truncated header"))? as usize;
+        let shapes: Vec<[usize; 2]> = (0..n)
+            .map(|_| Some([r.u64()? as usize, r.u64()? as usize]))
+            .collect::<Option<_>>()
+            .ok_or_else(|| corrupt("truncated shapes"))?;
+        let logits = shapes
+            .into_iter()
+            .map(|[rows, cols]| {
+                let len = rows
+                    .checked_mul(cols)
+                    .and_then(|n| n.checked_mul(4))
+                    .ok_or_else(|| corrupt("impossible shape"))?;
+                let raw = r.take(len).ok_or_else(|| corrupt("truncated data"))?;
+                let values: Vec<f32> = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok(Tensor::from_data(
+                    TensorData::new(values, [rows, cols]),
+                    device,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if r.at != bytes.len() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(Self { logits })
     }
 
     /// Pairs the cache with the batches it was computed from. An error if the cache holds
@@ -122,5 +197,65 @@ fn shuffle(items: &mut [usize], seed: u64) {
     for i in (1..items.len()).rev() {
         let j = (next() % (i as u64 + 1)) as usize;
         items.swap(i, j);
+    }
+}
+
+/// A cursor over a byte slice that never reads past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let out = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(out)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn disk_round_trip_is_exact_and_damage_is_an_error() {
+        let device = Default::default();
+        let cache = TeacherCache::<NdArray> {
+            logits: vec![
+                Tensor::from_floats([[1.0, -2.5, 3.25], [0.0, 1e-7, -1e9]], &device),
+                Tensor::from_floats([[4.0, 5.0, 6.0]], &device),
+            ],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("teacher.cache");
+        cache.save(&path).unwrap();
+        let back = TeacherCache::<NdArray>::load(&path, &device).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.samples(), 3);
+        for (a, b) in cache.logits.iter().zip(&back.logits) {
+            assert_eq!(a.to_data(), b.to_data());
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [0, 5, 12, 30, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = TeacherCache::<NdArray>::load(&path, &device).unwrap_err();
+            assert!(
+                err.to_string().contains("not a valid teacher cache"),
+                "{err}"
+            );
+        }
+        let mut huge = bytes.clone();
+        huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, &huge).unwrap();
+        assert!(TeacherCache::<NdArray>::load(&path, &device).is_err());
+        assert!(TeacherCache::<NdArray>::load(&dir.path().join("none"), &device).is_err());
     }
 }

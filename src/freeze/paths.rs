@@ -31,6 +31,8 @@ pub struct ParamInfo {
     pub trainable: bool,
     /// A running statistic rather than a learnable parameter.
     pub buffer: bool,
+    /// The type of the module that holds it (`Linear`, `Conv2d`, `Embedding`, ...).
+    pub owner: String,
 }
 
 impl ParamInfo {
@@ -40,19 +42,28 @@ impl ParamInfo {
     }
 }
 
-/// Tracks the current path while a visitor or mapper walks a module.
+/// Tracks the current path (and the type of each enclosing module) while a visitor or
+/// mapper walks a module.
 #[derive(Default)]
-pub(crate) struct PathStack(Vec<String>);
+pub(crate) struct PathStack(Vec<(String, String)>);
 
 impl PathStack {
-    pub(crate) fn enter(&mut self, name: &str) {
-        self.0.push(name.to_string());
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        self.0.push((name.to_string(), container_type.to_string()));
     }
     pub(crate) fn exit(&mut self) {
         self.0.pop();
     }
     pub(crate) fn current(&self) -> String {
-        self.0.join(".")
+        let names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
+        names.join(".")
+    }
+    /// The type of the struct whose field is being visited (`Struct:Linear` → `Linear`).
+    pub(crate) fn owner(&self) -> String {
+        self.0
+            .last()
+            .map(|(_, c)| c.strip_prefix("Struct:").unwrap_or(c).to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -74,8 +85,8 @@ impl ParamCollector {
 }
 
 impl<B: Backend> ModuleVisitor<B> for ParamCollector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.enter(name);
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.stack.exit();
@@ -87,6 +98,7 @@ impl<B: Backend> ModuleVisitor<B> for ParamCollector {
             id: param.id,
             shape: param.lazy_shape().to_vec(),
             trainable: param.is_require_grad(),
+            owner: self.stack.owner(),
             path,
         });
     }
@@ -143,8 +155,8 @@ impl RequireGradSetter {
 }
 
 impl<B: Backend> ModuleMapper<B> for RequireGradSetter {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.enter(name);
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.stack.exit();

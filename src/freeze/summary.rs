@@ -124,6 +124,7 @@ mod tests {
             shape: shape.to_vec(),
             trainable,
             buffer: super::super::paths::is_buffer_path(path),
+            owner: "Linear".into(),
         }
     }
 

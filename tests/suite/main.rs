@@ -6,4 +6,5 @@ mod errors;
 mod finetune;
 mod freeze;
 mod learner;
+mod lora;
 mod loss;

@@ -1,0 +1,379 @@
+//! Adapter files: only what was trained, in PEFT's format.
+//!
+//! `adapter_model.safetensors` holds the LoRA factors under PEFT's names
+//! (`base_model.model.<module>.lora_A.weight`, `lora_B.weight`; `lora_embedding_A/B` for
+//! embeddings; Conv2d factors as `[r, in, kh, kw]` and `[out, r, 1, 1]`) and every base
+//! parameter that was trainable (a new head, say) as `base_model.model.<path>`, Linear
+//! weights transposed to PyTorch's `[out, in]`. `adapter_config.json` has PEFT's fields
+//! (`peft_type`, `r`, `lora_alpha`, `lora_dropout`, `target_modules`, `modules_to_save`)
+//! and ours: the adapted targets and the base model's fingerprint.
+
+use super::fingerprint::Fingerprint;
+use super::lora::{LoraConfig, LoraKind, LoraModel, LoraTarget, LoraWeights};
+use crate::checkpoint::atomic_write;
+use crate::error::{Result, TransferError};
+use crate::freeze::{Freeze, ParamInfo};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// File names inside an adapter folder.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// The configuration file.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+
+/// `adapter_config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    /// Always `"LORA"`.
+    pub peft_type: String,
+    /// Rank.
+    pub r: usize,
+    /// Scale numerator.
+    pub lora_alpha: f64,
+    /// Dropout.
+    pub lora_dropout: f64,
+    /// Module patterns.
+    pub target_modules: Vec<String>,
+    /// Base parameters saved in full (trainable ones, e.g. a new head), by path.
+    pub modules_to_save: Vec<String>,
+    /// PEFT's bias mode (`"none"`: biases are not adapted).
+    pub bias: String,
+    /// PEFT's flag for Conv1D-style weights (false).
+    pub fan_in_fan_out: bool,
+    /// burn-transfer's own fields.
+    pub burn_transfer: AdapterExtra,
+}
+
+/// What burn-transfer adds to PEFT's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdapterExtra {
+    /// Adapter name.
+    pub adapter_name: String,
+    /// Every adapted weight with its kind and shape.
+    pub targets: Vec<LoraTarget>,
+    /// The base model the adapter was trained on.
+    pub base_model_fingerprint: Fingerprint,
+}
+
+fn peft(path: &str) -> String {
+    format!("base_model.model.{path}")
+}
+
+fn factor_names(t: &LoraTarget) -> (String, String) {
+    match t.kind {
+        LoraKind::Embedding => (
+            peft(&format!("{}.lora_embedding_A", t.module)),
+            peft(&format!("{}.lora_embedding_B", t.module)),
+        ),
+        _ => (
+            peft(&format!("{}.lora_A.weight", t.module)),
+            peft(&format!("{}.lora_B.weight", t.module)),
+        ),
+    }
+}
+
+/// `(PEFT shape of A, PEFT shape of B)`.
+fn factor_shapes(t: &LoraTarget, r: usize) -> (Vec<usize>, Vec<usize>) {
+    let (fan_in, fan_out) = t.fans();
+    match t.kind {
+        LoraKind::Conv2d => {
+            let mut a = vec![r];
+            a.extend(&t.shape[1..]);
+            (a, vec![fan_out, r, 1, 1])
+        }
+        _ => (vec![r, fan_in], vec![fan_out, r]),
+    }
+}
+
+fn f32_bytes<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u8> {
+    t.to_data().convert::<f32>().as_bytes().to_vec()
+}
+
+impl<B: Backend, M: Module<B>> LoraModel<B, M> {
+    /// Saves the active adapter and the trainable base parameters to `dir`
+    /// (`adapter_model.safetensors`, `adapter_config.json`), each written atomically.
+    pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        let adapter = self.active().ok_or_else(|| {
+            TransferError::config(
+                "adapter",
+                "none active",
+                "activate the adapter to save (set_active)",
+            )
+        })?;
+        let cfg = adapter.config();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (t, w) in adapter.targets().iter().zip(&adapter.weights) {
+            let (na, nb) = factor_names(t);
+            let (sa, sb) = factor_shapes(t, cfg.r);
+            tensors.push((na, sa, f32_bytes(w.lora_a.val())));
+            tensors.push((nb, sb, f32_bytes(w.lora_b.val())));
+        }
+        let saved = trainable_base(&self.base.param_summary().entries);
+        let mut base_values = BaseValues::default();
+        self.base.visit(&mut base_values);
+        for p in &saved {
+            let (shape, bytes) = base_values
+                .0
+                .remove(&p.path)
+                .expect("visited every parameter");
+            let (shape, bytes) = if p.owner == "Linear" && shape.len() == 2 {
+                transpose_bytes(&shape, &bytes)
+            } else {
+                (shape, bytes)
+            };
+            tensors.push((peft(&p.path), shape, bytes));
+        }
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).expect("sizes computed from shapes"),
+                )
+            })
+            .collect();
+        let bytes =
+            safetensors::tensor::serialize(views, None).map_err(|e| TransferError::Checkpoint {
+                path: dir.join(WEIGHTS_FILE),
+                reason: e.to_string(),
+            })?;
+        let config = AdapterConfig {
+            peft_type: "LORA".into(),
+            r: cfg.r,
+            lora_alpha: cfg.lora_alpha,
+            lora_dropout: cfg.lora_dropout,
+            target_modules: cfg.target_modules.clone(),
+            modules_to_save: saved.iter().map(|p| p.path.clone()).collect(),
+            bias: "none".into(),
+            fan_in_fan_out: false,
+            burn_transfer: AdapterExtra {
+                adapter_name: adapter.name().to_string(),
+                targets: adapter.targets().to_vec(),
+                base_model_fingerprint: Fingerprint::of_except(
+                    &self.base,
+                    &saved.iter().map(|p| p.path.clone()).collect::<Vec<_>>(),
+                ),
+            },
+        };
+        let json = serde_json::to_string_pretty(&config).map_err(|e| TransferError::Export {
+            format: "JSON".into(),
+            reason: e.to_string(),
+        })?;
+        atomic_write(&dir.join(WEIGHTS_FILE), &bytes)?;
+        atomic_write(&dir.join(CONFIG_FILE), json.as_bytes())
+    }
+
+    /// Loads an adapter saved by [`LoraModel::save_adapter`] onto `base`, which must be the
+    /// model it was trained on (checked by fingerprint: the error lists the tensors that
+    /// differ). Missing, truncated or corrupt files are errors, never panics.
+    pub fn load_adapter(base: M, dir: &Path) -> Result<Self> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| TransferError::io("read adapter config", &config_path, e))?;
+        let config: AdapterConfig =
+            serde_json::from_str(&text).map_err(|e| TransferError::Checkpoint {
+                path: config_path.clone(),
+                reason: format!("not a valid adapter config: {e}"),
+            })?;
+        let found = Fingerprint::of_except(&base, &config.modules_to_save);
+        let diffs = config
+            .burn_transfer
+            .base_model_fingerprint
+            .differences(&found);
+        if !diffs.is_empty() {
+            return Err(TransferError::Checkpoint {
+                path: dir.into(),
+                reason: format!(
+                    "this adapter was trained on another base model; {} tensor(s) differ: {}",
+                    diffs.len(),
+                    diffs.join("; ")
+                ),
+            });
+        }
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights_path)
+            .map_err(|e| TransferError::io("read adapter weights", &weights_path, e))?;
+        let corrupt = |why: String| TransferError::Checkpoint {
+            path: weights_path.clone(),
+            reason: format!("{why}; the adapter file is damaged or incomplete: save it again"),
+        };
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let view = file
+                .tensor(name)
+                .map_err(|_| corrupt(format!("tensor `{name}` is missing")))?;
+            if view.dtype() != Dtype::F32 || view.shape() != shape {
+                return Err(corrupt(format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                    view.dtype(),
+                    view.shape()
+                )));
+            }
+            Ok(view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+
+        let lora_config = LoraConfig {
+            r: config.r,
+            lora_alpha: config.lora_alpha,
+            lora_dropout: config.lora_dropout,
+            target_modules: config.target_modules.clone(),
+        };
+        let mut model = LoraModel::new(base, &config.burn_transfer.adapter_name, lora_config)?;
+        let device = model.base.devices().into_iter().next().unwrap_or_default();
+        let adapter = model.adapters.last_mut().expect("one adapter");
+        if adapter.targets() != config.burn_transfer.targets.as_slice() {
+            return Err(corrupt(
+                "the config's targets do not match what its patterns select on this base".into(),
+            ));
+        }
+        let mut weights = Vec::new();
+        for t in adapter.targets() {
+            let (na, nb) = factor_names(t);
+            let (sa, sb) = factor_shapes(t, config.r);
+            let (fan_in, fan_out) = t.fans();
+            let a = read(&na, &sa)?;
+            let b = read(&nb, &sb)?;
+            weights.push(LoraWeights {
+                lora_a: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(a, [config.r, fan_in]),
+                    &device,
+                )),
+                lora_b: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(b, [fan_out, config.r]),
+                    &device,
+                )),
+            });
+        }
+        adapter.weights = weights;
+
+        let infos = model.base.param_summary().entries;
+        let mut values = HashMap::new();
+        for path in &config.modules_to_save {
+            let info = infos.iter().find(|p| &p.path == path).ok_or_else(|| {
+                corrupt(format!(
+                    "saved parameter `{path}` does not exist in this base"
+                ))
+            })?;
+            let transposed = info.owner == "Linear" && info.shape.len() == 2;
+            let file_shape: Vec<usize> = if transposed {
+                vec![info.shape[1], info.shape[0]]
+            } else {
+                info.shape.clone()
+            };
+            let data = read(&peft(path), &file_shape)?;
+            let data = if transposed {
+                transpose(&data, info.shape[1], info.shape[0])
+            } else {
+                data
+            };
+            values.insert(path.clone(), data);
+        }
+        let expected = 2 * adapter_targets_len(&model) + config.modules_to_save.len();
+        if file.len() != expected {
+            return Err(corrupt(format!(
+                "it holds {} tensors, the config describes {expected}",
+                file.len()
+            )));
+        }
+        let selected: Vec<String> = values.keys().cloned().collect();
+        model.base = model.base.map(&mut SetValues {
+            stack: Vec::new(),
+            values,
+        });
+        if !selected.is_empty() {
+            let patterns: Vec<&str> = selected.iter().map(String::as_str).collect();
+            model.base = model
+                .base
+                .unfreeze_matching(crate::freeze::Selector::globs(patterns)?)?;
+        }
+        Ok(model)
+    }
+}
+
+fn adapter_targets_len<B: Backend, M>(model: &LoraModel<B, M>) -> usize {
+    model.adapters.last().map_or(0, |a| a.targets().len())
+}
+
+/// Trainable, non-buffer base parameters: what a fine-tuning run changed besides LoRA.
+fn trainable_base(entries: &[ParamInfo]) -> Vec<ParamInfo> {
+    entries
+        .iter()
+        .filter(|p| p.trainable && !p.buffer)
+        .cloned()
+        .collect()
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]`.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+fn transpose_bytes(shape: &[usize], bytes: &[u8]) -> (Vec<usize>, Vec<u8>) {
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let t = transpose(&values, shape[0], shape[1]);
+    (
+        vec![shape[1], shape[0]],
+        t.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// Every float tensor's shape and f32 bytes, by path.
+#[derive(Default)]
+struct BaseValues(BTreeMap<String, (Vec<usize>, Vec<u8>)>, Vec<String>);
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for BaseValues {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.1.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.1.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+        let data = p.val().to_data().convert::<f32>();
+        self.0.insert(
+            self.1.join("."),
+            (data.shape.to_vec(), data.as_bytes().to_vec()),
+        );
+    }
+}
+
+/// Replaces the values at the given paths (shapes were checked before).
+struct SetValues {
+    stack: Vec<String>,
+    values: HashMap<String, Vec<f32>>,
+}
+
+impl<B: Backend> ModuleMapper<B> for SetValues {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        match self.values.remove(&self.stack.join(".")) {
+            Some(v) => param.map(|w| {
+                let dims: [usize; D] = w.dims();
+                Tensor::from_data(TensorData::new(v, dims), &w.device())
+            }),
+            None => param,
+        }
+    }
+}
