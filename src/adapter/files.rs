@@ -283,7 +283,11 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
                 file.len()
             )));
         }
-        let selected: Vec<String> = values.keys().cloned().collect();
+        let selected: Vec<String> = values
+            .keys()
+            .filter(|p| !crate::freeze::is_buffer_path(p))
+            .cloned()
+            .collect();
         model.base = model.base.map(&mut SetValues {
             stack: Vec::new(),
             values,
@@ -302,11 +306,24 @@ fn adapter_targets_len<B: Backend, M>(model: &LoraModel<B, M>) -> usize {
     model.adapters.last().map_or(0, |a| a.targets().len())
 }
 
-/// Trainable, non-buffer base parameters: what a fine-tuning run changed besides LoRA.
+/// What a fine-tuning run changed in the base besides LoRA: its trainable parameters, and
+/// the running statistics of every module that has a trainable parameter (a BatchNorm that
+/// was trained also moved its statistics).
 fn trainable_base(entries: &[ParamInfo]) -> Vec<ParamInfo> {
-    entries
+    let module_of = |path: &str| {
+        path.rsplit_once('.')
+            .map_or(String::new(), |(m, _)| m.to_string())
+    };
+    let trained: Vec<String> = entries
         .iter()
         .filter(|p| p.trainable && !p.buffer)
+        .map(|p| module_of(&p.path))
+        .collect();
+    entries
+        .iter()
+        .filter(|p| {
+            (p.trainable && !p.buffer) || (p.buffer && trained.contains(&module_of(&p.path)))
+        })
         .cloned()
         .collect()
 }

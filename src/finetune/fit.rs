@@ -214,7 +214,10 @@ impl<B: AutodiffBackend> FineTuner<B> {
             .unwrap_or(f64::NAN);
             let observation = tracker.observe(epoch, value);
             if observation.improved {
-                best_model = Some(session.model().clone());
+                // A plain clone would share BatchNorm running statistics (burn keeps them
+                // behind a shared lock) and drift with later epochs; a round trip through
+                // the inner module copies them.
+                best_model = Some(M::from_inner(session.model().valid()));
                 if let Some(dir) = &self.checkpoint_dir {
                     save_model(session.model(), &dir.join("best.mpk"))?;
                 }

@@ -298,3 +298,42 @@ fn training_improves_on_a_learnable_task() {
     // The cosine schedule ends near zero.
     assert!(last.learning_rate < 1e-3 * first.learning_rate.max(1e-2));
 }
+
+#[test]
+fn the_best_model_keeps_its_own_batchnorm_statistics() {
+    // burn's `clone` shares running statistics; the best model must not drift with the
+    // epochs that follow it.
+    let d = device();
+    let model =
+        TransferModel::new(BnBackbone::<B>::new(&d), LinearHead::new(6, 4, &d).unwrap()).unwrap();
+    let outcome = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(3))
+        .early_stopping(
+            EarlyStopping::new(Monitor::ValidAccuracy)
+                .patience(5)
+                .min_delta(1.0),
+        )
+        .fit(
+            model,
+            &batches::<B>(3, 16, 8, 4),
+            &batches::<Inner>(1, 16, 8, 4),
+        )
+        .unwrap();
+    assert_eq!(outcome.best_epoch, 1);
+    let best = outcome
+        .best_model
+        .valid()
+        .backbone
+        .norm
+        .running_mean
+        .value()
+        .into_data();
+    let last = outcome
+        .model
+        .valid()
+        .backbone
+        .norm
+        .running_mean
+        .value()
+        .into_data();
+    assert_ne!(best, last);
+}

@@ -303,3 +303,50 @@ fn a_bottleneck_adapter_starts_as_the_identity() {
     assert_eq!(a.num_params(), 16 * 4 + 4 + 4 * 16 + 16);
     assert!(BottleneckConfig::new(16, 0).init::<B>(&d).is_err());
 }
+
+#[test]
+fn adapter_files_carry_the_statistics_of_a_trained_batchnorm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = device();
+    let base =
+        TransferModel::new(BnBackbone::<B>::new(&d), LinearHead::new(6, 4, &d).unwrap()).unwrap();
+    // `clone` shares BatchNorm statistics in burn; a round trip through `valid` copies them.
+    use burn::module::AutodiffModule;
+    type Bn = TransferModel<B, BnBackbone<B>, LinearHead<B>>;
+    let pristine = || -> Bn { Bn::from_inner(base.valid()) };
+    let l = LoraModel::new(
+        pristine(),
+        "bn",
+        LoraConfig::new(2, 4.0, ["backbone.linear"]),
+    )
+    .unwrap()
+    .unfreeze_base("backbone.norm")
+    .unwrap()
+    .unfreeze_base("head")
+    .unwrap();
+    // Training on the autodiff backend moves the BatchNorm's running statistics.
+    let outcome = quiet(
+        FineTuner::<B>::new()
+            .learning_rate(1e-2)
+            .epochs(2)
+            .monitor(Monitor::TrainLoss),
+    )
+    .fit_without_validation(l, &batches::<B>(3, 16, 8, 4))
+    .unwrap();
+    let trained = outcome.model;
+    let stats = trained.base.backbone.norm.running_mean.value().into_data();
+    assert_ne!(stats, base.backbone.norm.running_mean.value().into_data());
+    trained.save_adapter(dir.path()).unwrap();
+    let config = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+    assert!(config.contains("backbone.norm.running_mean"), "{config}");
+    let loaded = LoraModel::load_adapter(pristine(), dir.path()).unwrap();
+    assert_eq!(
+        loaded.base.backbone.norm.running_mean.value().into_data(),
+        stats
+    );
+    let x = batch::<Inner>(4, 8, 8, 4).inputs;
+    assert_eq!(
+        loaded.valid().logits(x.clone()).into_data(),
+        trained.valid().logits(x).into_data()
+    );
+}
