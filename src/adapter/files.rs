@@ -11,6 +11,7 @@
 use super::fingerprint::Fingerprint;
 use super::lora::{LoraConfig, LoraKind, LoraModel, LoraTarget, LoraWeights};
 use crate::checkpoint::atomic_write;
+use crate::checkpoint::pytorch::{burn_layout, torch_key, torch_layout};
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, ParamInfo};
 use burn::module::{Module, ModuleMapper, Param};
@@ -36,9 +37,10 @@ pub struct AdapterConfig {
     pub lora_alpha: f64,
     /// Dropout.
     pub lora_dropout: f64,
-    /// Module patterns.
+    /// The adapted modules, by exact name (as PEFT matches them).
     pub target_modules: Vec<String>,
-    /// Base parameters saved in full (trainable ones, e.g. a new head), by path.
+    /// Base modules saved in full (those with trainable parameters, e.g. a new head):
+    /// every parameter and running statistic, under PyTorch names and layouts.
     pub modules_to_save: Vec<String>,
     /// PEFT's bias mode (`"none"`: biases are not adapted).
     pub bias: String,
@@ -53,6 +55,8 @@ pub struct AdapterConfig {
 pub struct AdapterExtra {
     /// Adapter name.
     pub adapter_name: String,
+    /// The glob patterns the targets were chosen with.
+    pub target_patterns: Vec<String>,
     /// Every adapted weight with its kind and shape.
     pub targets: Vec<LoraTarget>,
     /// The base model the adapter was trained on.
@@ -112,7 +116,9 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             tensors.push((na, sa, f32_bytes(w.lora_a.val())));
             tensors.push((nb, sb, f32_bytes(w.lora_b.val())));
         }
-        let saved = trainable_base(&self.base.param_summary().entries);
+        let entries = self.base.param_summary().entries;
+        let modules = trained_modules(&entries);
+        let saved = module_tensors(&entries, &modules);
         let mut base_values = BaseValues::default();
         self.base.visit(&mut base_values);
         for p in &saved {
@@ -120,12 +126,9 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
                 .0
                 .remove(&p.path)
                 .expect("visited every parameter");
-            let (shape, bytes) = if p.owner == "Linear" && shape.len() == 2 {
-                transpose_bytes(&shape, &bytes)
-            } else {
-                (shape, bytes)
-            };
-            tensors.push((peft(&p.path), shape, bytes));
+            let (shape, values) = torch_layout(p, shape, from_le(&bytes));
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((peft(&torch_key(p)), shape, bytes));
         }
         let views: Vec<(String, TensorView<'_>)> = tensors
             .iter()
@@ -146,12 +149,15 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             r: cfg.r,
             lora_alpha: cfg.lora_alpha,
             lora_dropout: cfg.lora_dropout,
-            target_modules: cfg.target_modules.clone(),
-            modules_to_save: saved.iter().map(|p| p.path.clone()).collect(),
+            // PEFT matches list entries as exact module names (or suffixes): write the
+            // modules actually adapted; our glob patterns are kept in `burn_transfer`.
+            target_modules: adapter.targets().iter().map(|t| t.module.clone()).collect(),
+            modules_to_save: modules.clone(),
             bias: "none".into(),
             fan_in_fan_out: false,
             burn_transfer: AdapterExtra {
                 adapter_name: adapter.name().to_string(),
+                target_patterns: cfg.target_modules.clone(),
                 targets: adapter.targets().to_vec(),
                 base_model_fingerprint: Fingerprint::of_except(
                     &self.base,
@@ -179,7 +185,12 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
                 path: config_path.clone(),
                 reason: format!("not a valid adapter config: {e}"),
             })?;
-        let found = Fingerprint::of_except(&base, &config.modules_to_save);
+        let carried: Vec<String> =
+            module_tensors(&base.param_summary().entries, &config.modules_to_save)
+                .into_iter()
+                .map(|p| p.path)
+                .collect();
+        let found = Fingerprint::of_except(&base, &carried);
         let diffs = config
             .burn_transfer
             .base_model_fingerprint
@@ -254,29 +265,14 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
         }
         adapter.weights = weights;
 
-        let infos = model.base.param_summary().entries;
+        let infos = module_tensors(&model.base.param_summary().entries, &config.modules_to_save);
         let mut values = HashMap::new();
-        for path in &config.modules_to_save {
-            let info = infos.iter().find(|p| &p.path == path).ok_or_else(|| {
-                corrupt(format!(
-                    "saved parameter `{path}` does not exist in this base"
-                ))
-            })?;
-            let transposed = info.owner == "Linear" && info.shape.len() == 2;
-            let file_shape: Vec<usize> = if transposed {
-                vec![info.shape[1], info.shape[0]]
-            } else {
-                info.shape.clone()
-            };
-            let data = read(&peft(path), &file_shape)?;
-            let data = if transposed {
-                transpose(&data, info.shape[1], info.shape[0])
-            } else {
-                data
-            };
-            values.insert(path.clone(), data);
+        for info in &infos {
+            let torch_shape = torch_layout(info, info.shape.clone(), vec![0.0; info.numel()]).0;
+            let data = read(&peft(&torch_key(info)), &torch_shape)?;
+            values.insert(info.path.clone(), burn_layout(info, data));
         }
-        let expected = 2 * adapter_targets_len(&model) + config.modules_to_save.len();
+        let expected = 2 * adapter_targets_len(&model) + infos.len();
         if file.len() != expected {
             return Err(corrupt(format!(
                 "it holds {} tensors, the config describes {expected}",
@@ -306,49 +302,38 @@ fn adapter_targets_len<B: Backend, M>(model: &LoraModel<B, M>) -> usize {
     model.adapters.last().map_or(0, |a| a.targets().len())
 }
 
-/// What a fine-tuning run changed in the base besides LoRA: its trainable parameters, and
-/// the running statistics of every module that has a trainable parameter (a BatchNorm that
-/// was trained also moved its statistics).
-fn trainable_base(entries: &[ParamInfo]) -> Vec<ParamInfo> {
-    let module_of = |path: &str| {
-        path.rsplit_once('.')
-            .map_or(String::new(), |(m, _)| m.to_string())
-    };
-    let trained: Vec<String> = entries
-        .iter()
-        .filter(|p| p.trainable && !p.buffer)
-        .map(|p| module_of(&p.path))
-        .collect();
-    entries
-        .iter()
-        .filter(|p| {
-            (p.trainable && !p.buffer) || (p.buffer && trained.contains(&module_of(&p.path)))
-        })
-        .cloned()
-        .collect()
+fn module_of(path: &str) -> &str {
+    path.rsplit_once('.').map_or("", |(m, _)| m)
 }
 
-/// `[rows, cols]` row-major → `[cols, rows]`.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
+/// The modules a fine-tuning run changed besides LoRA: those with a trainable parameter
+/// (PEFT's `modules_to_save`), in visiting order.
+fn trained_modules(entries: &[ParamInfo]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in entries.iter().filter(|p| p.trainable && !p.buffer) {
+        let m = module_of(&p.path).to_string();
+        if !out.contains(&m) {
+            out.push(m);
         }
     }
     out
 }
 
-fn transpose_bytes(shape: &[usize], bytes: &[u8]) -> (Vec<usize>, Vec<u8>) {
-    let values: Vec<f32> = bytes
+/// Every tensor (parameters and running statistics: a BatchNorm that trained also moved
+/// its statistics) of the given modules.
+fn module_tensors(entries: &[ParamInfo], modules: &[String]) -> Vec<ParamInfo> {
+    entries
+        .iter()
+        .filter(|p| modules.iter().any(|m| m == module_of(&p.path)))
+        .cloned()
+        .collect()
+}
+
+fn from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let t = transpose(&values, shape[0], shape[1]);
-    (
-        vec![shape[1], shape[0]],
-        t.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    )
+        .collect()
 }
 
 /// Every float tensor's shape and f32 bytes, by path.

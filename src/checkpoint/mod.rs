@@ -4,6 +4,10 @@
 //! renamed over the target: a reader (or a crash) sees the old file or the new one, never a
 //! mix.
 
+pub mod pytorch;
+
+pub use pytorch::save_pytorch_safetensors;
+
 use crate::error::{Result, TransferError};
 use burn::module::Module;
 use burn::prelude::*;
