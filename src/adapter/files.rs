@@ -11,14 +11,16 @@
 use super::fingerprint::Fingerprint;
 use super::lora::{LoraConfig, LoraKind, LoraModel, LoraTarget, LoraWeights};
 use crate::checkpoint::atomic_write;
-use crate::checkpoint::pytorch::{burn_layout, torch_key, torch_layout};
+use crate::checkpoint::pytorch::{
+    burn_layout, tensor_values, to_safetensors, torch_key, torch_layout,
+};
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, ParamInfo};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// File names inside an adapter folder.
@@ -93,8 +95,8 @@ fn factor_shapes(t: &LoraTarget, r: usize) -> (Vec<usize>, Vec<usize>) {
     }
 }
 
-fn f32_bytes<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u8> {
-    t.to_data().convert::<f32>().as_bytes().to_vec()
+fn tensor_data<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap_or_default()
 }
 
 impl<B: Backend, M: Module<B>> LoraModel<B, M> {
@@ -109,41 +111,23 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             )
         })?;
         let cfg = adapter.config();
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
         for (t, w) in adapter.targets().iter().zip(&adapter.weights) {
             let (na, nb) = factor_names(t);
             let (sa, sb) = factor_shapes(t, cfg.r);
-            tensors.push((na, sa, f32_bytes(w.lora_a.val())));
-            tensors.push((nb, sb, f32_bytes(w.lora_b.val())));
+            tensors.push((na, sa, tensor_data(w.lora_a.val())));
+            tensors.push((nb, sb, tensor_data(w.lora_b.val())));
         }
         let entries = self.base.param_summary().entries;
         let modules = trained_modules(&entries);
-        let saved = module_tensors(&entries, &modules);
-        let mut base_values = BaseValues::default();
-        self.base.visit(&mut base_values);
-        for p in &saved {
-            let (shape, bytes) = base_values
-                .0
-                .remove(&p.path)
-                .expect("visited every parameter");
-            let (shape, values) = torch_layout(p, shape, from_le(&bytes));
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            tensors.push((peft(&torch_key(p)), shape, bytes));
+        for (p, values) in entries.iter().zip(tensor_values(&self.base)) {
+            if modules.iter().any(|m| m == module_of(&p.path)) {
+                let (shape, values) = torch_layout(p, p.shape.clone(), values);
+                tensors.push((peft(&torch_key(p)), shape, values));
+            }
         }
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    TensorView::new(Dtype::F32, s.clone(), b).expect("sizes computed from shapes"),
-                )
-            })
-            .collect();
-        let bytes =
-            safetensors::tensor::serialize(views, None).map_err(|e| TransferError::Checkpoint {
-                path: dir.join(WEIGHTS_FILE),
-                reason: e.to_string(),
-            })?;
+        let saved = module_tensors(&entries, &modules);
+        let bytes = to_safetensors(tensors, &dir.join(WEIGHTS_FILE))?;
         let config = AdapterConfig {
             peft_type: "LORA".into(),
             r: cfg.r,
@@ -327,33 +311,6 @@ fn module_tensors(entries: &[ParamInfo], modules: &[String]) -> Vec<ParamInfo> {
         .filter(|p| modules.iter().any(|m| m == module_of(&p.path)))
         .cloned()
         .collect()
-}
-
-fn from_le(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Every float tensor's shape and f32 bytes, by path.
-#[derive(Default)]
-struct BaseValues(BTreeMap<String, (Vec<usize>, Vec<u8>)>, Vec<String>);
-
-impl<B: Backend> burn::module::ModuleVisitor<B> for BaseValues {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.1.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.1.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-        let data = p.val().to_data().convert::<f32>();
-        self.0.insert(
-            self.1.join("."),
-            (data.shape.to_vec(), data.as_bytes().to_vec()),
-        );
-    }
 }
 
 /// Replaces the values at the given paths (shapes were checked before).

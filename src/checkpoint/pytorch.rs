@@ -55,13 +55,9 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Writes every float tensor of `model` to a safetensors file under PyTorch names and
-/// layouts (f32), atomically: what `torch.nn.Module.load_state_dict(safetensors.torch.load_file(path))`
-/// reads for a PyTorch model with the same module names.
-pub fn save_pytorch_safetensors<B: Backend, M: Module<B>>(
-    model: &M,
-    path: &std::path::Path,
-) -> Result<()> {
+/// Every float tensor's values as f32, in visiting order (the order of
+/// [`Freeze::param_summary`]'s entries).
+pub(crate) fn tensor_values<B: Backend, M: Module<B>>(model: &M) -> Vec<Vec<f32>> {
     struct Values(Vec<Vec<f32>>);
     impl<B: Backend> ModuleVisitor<B> for Values {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
@@ -69,22 +65,21 @@ pub fn save_pytorch_safetensors<B: Backend, M: Module<B>>(
             self.0.push(data.to_vec().unwrap_or_default());
         }
     }
-    let infos = model.param_summary().entries;
     let mut values = Values(Vec::new());
     model.visit(&mut values);
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = infos
-        .iter()
-        .zip(values.0)
-        .map(|(p, v)| {
-            let (shape, v) = torch_layout(p, p.shape.clone(), v);
-            (
-                torch_key(p),
-                shape,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
+    values.0
+}
+
+/// `(name, shape, values)` triples as the bytes of a safetensors file (f32).
+pub(crate) fn to_safetensors(
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    path: &std::path::Path,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
         .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
+    let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
         .map(|(n, s, b)| {
             (
@@ -93,12 +88,30 @@ pub fn save_pytorch_safetensors<B: Backend, M: Module<B>>(
             )
         })
         .collect();
-    let bytes =
-        safetensors::tensor::serialize(views, None).map_err(|e| TransferError::Checkpoint {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-    atomic_write(path, &bytes)
+    safetensors::tensor::serialize(views, None).map_err(|e| TransferError::Checkpoint {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes every float tensor of `model` to a safetensors file under PyTorch names and
+/// layouts (f32), atomically: what `load_state_dict(safetensors.torch.load_file(path))`
+/// reads for a PyTorch model with the same module names.
+pub fn save_pytorch_safetensors<B: Backend, M: Module<B>>(
+    model: &M,
+    path: &std::path::Path,
+) -> Result<()> {
+    let tensors = model
+        .param_summary()
+        .entries
+        .iter()
+        .zip(tensor_values(model))
+        .map(|(p, v)| {
+            let (shape, v) = torch_layout(p, p.shape.clone(), v);
+            (torch_key(p), shape, v)
+        })
+        .collect();
+    atomic_write(path, &to_safetensors(tensors, path)?)
 }
 
 #[cfg(test)]

@@ -67,48 +67,48 @@ impl OptimizerKind {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let bad = |name: &str, v: f64, rule: &str| Err(TransferError::config(name, v, rule));
-        match *self {
+        let check = |name: &str, v: f64, ok: bool, rule: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(TransferError::config(name, v, rule))
+            }
+        };
+        let (weight_decay, unit_interval) = match *self {
             OptimizerKind::AdamW {
                 weight_decay,
                 beta_1,
                 beta_2,
                 epsilon,
             } => {
-                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
-                    return bad(
-                        "weight_decay",
-                        weight_decay.into(),
-                        "must be finite and ≥ 0",
-                    );
-                }
-                for (n, b) in [("beta_1", beta_1), ("beta_2", beta_2)] {
-                    if !(0.0..1.0).contains(&b) {
-                        return bad(n, b.into(), "must be in [0, 1)");
-                    }
-                }
-                if !(epsilon > 0.0 && epsilon.is_finite()) {
-                    return bad("epsilon", epsilon.into(), "must be finite and > 0");
-                }
+                let eps = epsilon as f64;
+                check(
+                    "epsilon",
+                    eps,
+                    eps > 0.0 && eps.is_finite(),
+                    "must be finite and > 0",
+                )?;
+                (
+                    weight_decay,
+                    vec![("beta_1", beta_1 as f64), ("beta_2", beta_2 as f64)],
+                )
             }
             OptimizerKind::Sgd {
                 momentum,
                 weight_decay,
                 ..
-            } => {
-                if !(0.0..1.0).contains(&momentum) {
-                    return bad("momentum", momentum, "must be in [0, 1)");
-                }
-                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
-                    return bad(
-                        "weight_decay",
-                        weight_decay.into(),
-                        "must be finite and ≥ 0",
-                    );
-                }
-            }
-        }
-        Ok(())
+            } => (weight_decay, vec![("momentum", momentum)]),
+        };
+        let wd = weight_decay as f64;
+        check(
+            "weight_decay",
+            wd,
+            wd >= 0.0 && wd.is_finite(),
+            "must be finite and ≥ 0",
+        )?;
+        unit_interval
+            .into_iter()
+            .try_for_each(|(n, v)| check(n, v, (0.0..1.0).contains(&v), "must be in [0, 1)"))
     }
 
     fn build<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> AnyOptimizer<M, B> {
@@ -320,4 +320,41 @@ fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
         }
     }
     model.visit(&mut Scale { grads, scale });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimizer_settings_are_checked() {
+        assert!(OptimizerKind::adamw().validate().is_ok());
+        assert!(OptimizerKind::sgd_momentum(0.9).validate().is_ok());
+        let bad_beta = OptimizerKind::AdamW {
+            weight_decay: 0.0,
+            beta_1: 1.0,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+        };
+        assert!(
+            bad_beta
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("beta_1")
+        );
+        let bad_decay = OptimizerKind::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: f32::NAN,
+        };
+        assert!(
+            bad_decay
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("weight_decay")
+        );
+        assert!(OptimizerKind::sgd_momentum(1.5).validate().is_err());
+    }
 }
