@@ -81,6 +81,20 @@ struct DistillItem<B: AutodiffBackend, X> {
     cached: Option<Tensor<B::InnerBackend, 2>>,
 }
 
+impl<B: AutodiffBackend, X> DistillItem<B, X> {
+    fn labelled(
+        inputs: X,
+        labels: Tensor<B, 1, Int>,
+        cached: Option<Tensor<B::InnerBackend, 2>>,
+    ) -> Self {
+        Self {
+            inputs,
+            labels: Some(labels),
+            cached,
+        }
+    }
+}
+
 impl<B, T> Distiller<B, T>
 where
     B: AutodiffBackend,
@@ -146,18 +160,12 @@ where
         Tr: BatchSource<ClassificationBatch<B, S::Input>> + ?Sized,
         V: BatchSource<ValidBatch<B, S>> + ?Sized,
     {
-        self.run(student, valid, |f| {
-            for (b, fraction) in train.epoch() {
-                f(
-                    DistillItem {
-                        inputs: b.inputs,
-                        labels: Some(b.targets),
-                        cached: None,
-                    },
-                    fraction,
-                )?;
-            }
-            Ok(())
+        self.run(student, valid, || {
+            Box::new(
+                train.epoch().map(|(b, fraction)| {
+                    (DistillItem::labelled(b.inputs, b.targets, None), fraction)
+                }),
+            )
         })
     }
 
@@ -177,18 +185,15 @@ where
         Tr: BatchSource<S::Input> + ?Sized,
         V: BatchSource<ValidBatch<B, S>> + ?Sized,
     {
-        self.run(student, valid, |f| {
-            for (inputs, fraction) in train.epoch() {
-                f(
-                    DistillItem {
-                        inputs,
-                        labels: None,
-                        cached: None,
-                    },
-                    fraction,
-                )?;
-            }
-            Ok(())
+        self.run(student, valid, || {
+            Box::new(train.epoch().map(|(inputs, fraction)| {
+                let item = DistillItem {
+                    inputs,
+                    labels: None,
+                    cached: None,
+                };
+                (item, fraction)
+            }))
         })
     }
 
@@ -207,31 +212,25 @@ where
         T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
         V: BatchSource<ValidBatch<B, S>> + ?Sized,
     {
-        self.run(student, valid, |f| {
-            for ((b, logits), fraction) in train.epoch() {
-                f(
-                    DistillItem {
-                        inputs: b.inputs,
-                        labels: Some(b.targets),
-                        cached: Some(logits),
-                    },
+        self.run(student, valid, || {
+            Box::new(train.epoch().map(|((b, logits), fraction)| {
+                (
+                    DistillItem::labelled(b.inputs, b.targets, Some(logits)),
                     fraction,
-                )?;
-            }
-            Ok(())
+                )
+            }))
         })
     }
 
-    /// The shared loop: `epoch` feeds every item of one epoch to the step function it is
-    /// given.
-    fn run<S, V, E>(&self, student: S, valid: &V, mut epoch: E) -> Result<FitOutcome<S>>
+    /// The shared loop over the items `epoch` yields for each epoch.
+    fn run<'a, S, V, E>(&self, student: S, valid: &V, epoch: E) -> Result<FitOutcome<S>>
     where
         S: AutodiffModule<B> + Classifier<B>,
         S::Input: ToInner<B> + Clone,
         S::InnerModule: Classifier<B::InnerBackend>,
         T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
         V: BatchSource<ValidBatch<B, S>> + ?Sized,
-        E: FnMut(&mut dyn FnMut(DistillItem<B, S::Input>, f64) -> Result<()>) -> Result<()>,
+        E: Fn() -> Box<dyn Iterator<Item = (DistillItem<B, S::Input>, f64)> + 'a>,
     {
         let device = student.devices().into_iter().next().unwrap_or_default();
         let pair = DistillStudent {
@@ -245,9 +244,7 @@ where
             |session, bar| {
                 let mut totals = TrainTotals::default();
                 let epoch_no = session.epoch();
-                let mut index = 0;
-                epoch(&mut |item: DistillItem<B, S::Input>, fraction| {
-                    index += 1;
+                for (index, (item, fraction)) in (1..).zip(epoch()) {
                     let teacher = match item.cached {
                         Some(logits) => Tensor::from_inner(logits),
                         None => self.teacher_logits(item.inputs.clone()),
@@ -278,8 +275,7 @@ where
                         })
                     })?;
                     totals.add(&stats, fraction, bar);
-                    Ok(())
-                })?;
+                }
                 Ok(totals)
             },
             |session| crate::finetune::evaluate(&session.model().student.valid(), valid).map(Some),

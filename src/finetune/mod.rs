@@ -5,7 +5,7 @@
 //! # use burn::backend::{Autodiff, NdArray};
 //! # use burn_transfer::prelude::*;
 //! # type B = Autodiff<NdArray>;
-//! # fn data() -> (Vec<ClassificationBatch<B, burn::tensor::Tensor<B, 2>>>, Vec<ClassificationBatch<NdArray, burn::tensor::Tensor<NdArray, 2>>>) { unimplemented!() }
+//! # fn data() -> (Vec<ClassificationBatch<B, burn::tensor::Tensor<B, 2>>>, Vec<ClassificationBatch<NdArray, burn::tensor::Tensor<NdArray, 2>>>) { (Vec::new(), Vec::new()) }
 //! let device = Default::default();
 //! let body = MlpBackbone::<B>::new(&[64, 128, 64], &device)?;
 //! let model = TransferModel::with_linear_head(body, 5, &device)?;
