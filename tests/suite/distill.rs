@@ -270,22 +270,18 @@ fn pruning_nothing_keeps_the_outputs_and_pruning_keeps_the_strongest_units() {
     assert_eq!(small.forward(x).dims(), [5, 4]);
     assert!(small.num_params() < t.num_params() / 5);
     // The first layer kept the 8 columns with the largest norms.
-    let norms: Vec<f32> = t.backbone.layers[0]
-        .weight
-        .val()
-        .powi_scalar(2)
-        .sum_dim(0)
-        .to_data()
-        .to_vec()
-        .unwrap();
-    let kept: Vec<f32> = small.backbone.layers[0]
-        .weight
-        .val()
-        .powi_scalar(2)
-        .sum_dim(0)
-        .to_data()
-        .to_vec()
-        .unwrap();
+    let column_norms = |layer: &burn::nn::Linear<Inner>| -> Vec<f32> {
+        layer
+            .weight
+            .val()
+            .powi_scalar(2)
+            .sum_dim(0)
+            .to_data()
+            .to_vec()
+            .unwrap()
+    };
+    let norms = column_norms(&t.backbone.layers[0]);
+    let kept = column_norms(&small.backbone.layers[0]);
     let mut sorted = norms.clone();
     sorted.sort_by(|a, b| b.total_cmp(a));
     let threshold = sorted[7];
