@@ -130,6 +130,33 @@ pub enum TransferError {
         reason: String,
     },
 
+    /// A weights file could not be read: not found, truncated, corrupt, or not a
+    /// safetensors / PyTorch file.
+    #[error(
+        "cannot read weights `{}`: {reason}; check the path and that the file is complete (fetch it again: scripts/fetch-weights.sh checks the sha256)",
+        path.display()
+    )]
+    WeightFile {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the reader reported.
+        reason: String,
+    },
+
+    /// A strict import found anything but a clean one-to-one match of file and model.
+    #[error(
+        "strict import of `{}` failed ({summary}):\n{problems}\nadd remapping rules (ImportOptions::remap), ignore keys that carry no weights (ImportOptions::ignore), or load without strict mode and read the report",
+        path.display()
+    )]
+    ImportNotClean {
+        /// The file concerned.
+        path: PathBuf,
+        /// Counts of each outcome.
+        summary: String,
+        /// The keys at fault, one line per kind of problem.
+        problems: String,
+    },
+
     /// Serialising or plotting the history failed.
     #[error("cannot export the history as {format}: {reason}")]
     Export {

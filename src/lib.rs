@@ -10,6 +10,9 @@
 //!   learning rates, clipping, accumulation, validation, early stopping, checkpoints,
 //!   progress, history);
 //! - [`checkpoint`]: atomic saving and loading of weights;
+//! - [`import`]: loading PyTorch / safetensors checkpoints, with a report and strict mode;
+//! - `models` (feature `models`, on by default): BERT/MiniLM, MobileNetV2 and ResNet with
+//!   PyTorch's parameter names, loading the original checkpoints;
 //! - [`learner`]: running a [`TransferModel`] inside burn-train's `Learner`.
 //!
 //! ```
@@ -46,8 +49,11 @@ pub mod error;
 pub mod finetune;
 pub mod freeze;
 pub mod head;
+pub mod import;
 pub mod learner;
 pub mod loss;
+#[cfg(feature = "models")]
+pub mod models;
 
 pub use backbone::{Backbone, MlpBackbone};
 pub use error::{Result, TransferError};

@@ -5,6 +5,8 @@ mod distill;
 mod errors;
 mod finetune;
 mod freeze;
+mod import;
 mod learner;
 mod lora;
 mod loss;
+mod models;

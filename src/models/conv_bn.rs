@@ -1,0 +1,111 @@
+//! Convolution + batch norm (+ activation): the unit torchvision's CNNs are built from.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+
+/// What follows the batch norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Nothing (a linear bottleneck or a residual branch before the sum).
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` (MobileNet).
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::Identity => x,
+            Self::Relu => burn::tensor::activation::relu(x),
+            Self::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// A bias-free convolution, batch norm and activation (torchvision's
+/// `Conv2dNormActivation`, or a ResNet `convN`/`bnN` pair).
+#[derive(Module, Debug)]
+pub struct ConvBn<B: Backend> {
+    /// The convolution (no bias: the norm's shift replaces it).
+    pub conv: Conv2d<B>,
+    /// The batch norm after it.
+    pub bn: BatchNorm<B>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+/// Shape of a [`ConvBn`]: channels, square kernel, stride and groups; padding is
+/// `kernel / 2` ("same" for odd kernels at stride 1), as in torchvision.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    /// Input channels.
+    pub input: usize,
+    /// Output channels.
+    pub output: usize,
+    /// Kernel size (square).
+    pub kernel: usize,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Groups (`input` for a depthwise convolution).
+    pub groups: usize,
+}
+
+impl ConvSpec {
+    /// A dense convolution.
+    pub fn new(input: usize, output: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            input,
+            output,
+            kernel,
+            stride,
+            groups: 1,
+        }
+    }
+
+    /// A depthwise convolution (one filter per channel).
+    pub fn depthwise(channels: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            groups: channels,
+            ..Self::new(channels, channels, kernel, stride)
+        }
+    }
+}
+
+impl<B: Backend> ConvBn<B> {
+    /// A fresh unit.
+    pub fn new(spec: ConvSpec, activation: Activation, device: &B::Device) -> Self {
+        let pad = spec.kernel / 2;
+        Self {
+            conv: conv(spec, pad, device),
+            bn: BatchNormConfig::new(spec.output).init(device),
+            activation,
+        }
+    }
+
+    /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.activation.apply(self.bn.forward(self.conv.forward(x)))
+    }
+}
+
+/// A bias-free convolution with explicit padding (torchvision's CNNs use no conv bias
+/// before a batch norm).
+pub(crate) fn conv<B: Backend>(spec: ConvSpec, pad: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([spec.input, spec.output], [spec.kernel, spec.kernel])
+        .with_stride([spec.stride, spec.stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_groups(spec.groups)
+        .with_bias(false)
+        .init(device)
+}
+
+/// Global average pooling `[batch, c, h, w]` → `[batch, c]`.
+pub(crate) fn global_avg_pool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+    let [batch, channels, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([batch, channels])
+}

@@ -1,0 +1,272 @@
+//! MobileNetV2 (Sandler et al. 2018) in torchvision's layout, loading torchvision's ImageNet
+//! checkpoint (`mobilenet_v2-b0353104.pth`).
+//!
+//! torchvision names layers by position in `nn.Sequential`s (`features.3.conv.1.0.weight`);
+//! here they have names (`blocks.2.depthwise.conv.weight`), and
+//! [`mobilenet_v2_import_options`] holds the rules between the two, so the original file
+//! loads strictly with no hand-written map.
+
+use super::conv_bn::{Activation, ConvBn, ConvSpec, global_avg_pool};
+use crate::backbone::Backbone;
+use crate::error::{Result, TransferError};
+use crate::head::{LinearHead, TransferModel};
+use crate::import::{ImportOptions, ImportReport, import_weights};
+use burn::module::Module;
+use burn::prelude::*;
+use std::path::Path;
+
+/// One inverted residual block: 1×1 expansion (absent when the ratio is 1), 3×3 depthwise,
+/// 1×1 linear projection, and a residual sum when shapes allow.
+#[derive(Module, Debug)]
+pub struct InvertedResidual<B: Backend> {
+    /// 1×1 expansion to `ratio × input` channels with ReLU6.
+    pub expand: Option<ConvBn<B>>,
+    /// 3×3 depthwise convolution with ReLU6 (carries the stride).
+    pub depthwise: ConvBn<B>,
+    /// 1×1 projection without activation (the linear bottleneck).
+    pub project: ConvBn<B>,
+    residual: bool,
+}
+
+impl<B: Backend> InvertedResidual<B> {
+    fn new(input: usize, output: usize, stride: usize, ratio: usize, device: &B::Device) -> Self {
+        let hidden = input * ratio;
+        Self {
+            expand: (ratio != 1).then(|| {
+                ConvBn::new(
+                    ConvSpec::new(input, hidden, 1, 1),
+                    Activation::Relu6,
+                    device,
+                )
+            }),
+            depthwise: ConvBn::new(
+                ConvSpec::depthwise(hidden, 3, stride),
+                Activation::Relu6,
+                device,
+            ),
+            project: ConvBn::new(
+                ConvSpec::new(hidden, output, 1, 1),
+                Activation::Identity,
+                device,
+            ),
+            residual: stride == 1 && input == output,
+        }
+    }
+
+    /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = match &self.expand {
+            Some(expand) => expand.forward(x.clone()),
+            None => x.clone(),
+        };
+        let y = self.project.forward(self.depthwise.forward(y));
+        if self.residual { x + y } else { y }
+    }
+}
+
+/// The width and depth of a MobileNetV2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MobileNetV2Config {
+    /// Channel multiplier (1.0 for the ImageNet checkpoint); channel counts are rounded to
+    /// multiples of 8 as torchvision does.
+    pub width_mult: f64,
+    /// How many blocks of each of the seven stages to build (the paper's `n`: 1, 2, 3, 4,
+    /// 3, 3, 1). Fewer gives a shallower student.
+    pub stage_depths: [usize; 7],
+}
+
+/// The paper's stages: expansion ratio t, output channels c, stride s of the first block.
+const STAGES: [(usize, usize, usize); 7] = [
+    (1, 16, 1),
+    (6, 24, 2),
+    (6, 32, 2),
+    (6, 64, 2),
+    (6, 96, 1),
+    (6, 160, 2),
+    (6, 320, 1),
+];
+
+impl Default for MobileNetV2Config {
+    /// The ImageNet model: width 1.0, stage depths 1, 2, 3, 4, 3, 3, 1 (17 blocks).
+    fn default() -> Self {
+        Self {
+            width_mult: 1.0,
+            stage_depths: [1, 2, 3, 4, 3, 3, 1],
+        }
+    }
+}
+
+impl MobileNetV2Config {
+    /// A student for distillation: half the width and one block per stage (about 0.6M
+    /// parameters in the body instead of 2.2M).
+    pub fn student() -> Self {
+        Self {
+            width_mult: 0.5,
+            stage_depths: [1; 7],
+        }
+    }
+}
+
+/// torchvision's `_make_divisible`: round to the nearest multiple of 8, never below 90%.
+fn make_divisible(value: f64) -> usize {
+    let divisor = 8.0;
+    let rounded = ((value + divisor / 2.0) / divisor).floor().max(1.0) * divisor;
+    let rounded = if rounded < 0.9 * value {
+        rounded + divisor
+    } else {
+        rounded
+    };
+    rounded as usize
+}
+
+/// MobileNetV2's body (everything before the classifier): features `[batch, 1280]` after
+/// global average pooling. Pair it with a head in a [`TransferModel`].
+#[derive(Module, Debug)]
+pub struct MobileNetV2<B: Backend> {
+    /// torchvision `features.0`: 3×3 stride-2 convolution to 32 channels.
+    pub stem: ConvBn<B>,
+    /// torchvision `features.1` … `features.17`.
+    pub blocks: Vec<InvertedResidual<B>>,
+    /// torchvision `features.18`: 1×1 convolution to 1280 channels.
+    pub last: ConvBn<B>,
+    feature_dim: usize,
+}
+
+impl<B: Backend> MobileNetV2<B> {
+    /// A randomly initialised body.
+    pub fn new(config: &MobileNetV2Config, device: &B::Device) -> Result<Self> {
+        if !(config.width_mult > 0.0 && config.width_mult.is_finite()) {
+            return Err(TransferError::config(
+                "width_mult",
+                config.width_mult,
+                "must be a positive number (1.0 for the ImageNet model)",
+            ));
+        }
+        if config.stage_depths.contains(&0) {
+            return Err(TransferError::config(
+                "stage_depths",
+                format!("{:?}", config.stage_depths),
+                "every stage needs at least one block",
+            ));
+        }
+        let stem_out = make_divisible(32.0 * config.width_mult);
+        let last_out = make_divisible(1280.0 * config.width_mult.max(1.0));
+        let mut blocks = Vec::new();
+        let mut channels = stem_out;
+        for ((ratio, c, stride), &depth) in STAGES.iter().zip(&config.stage_depths) {
+            let out = make_divisible(*c as f64 * config.width_mult);
+            for i in 0..depth {
+                let s = if i == 0 { *stride } else { 1 };
+                blocks.push(InvertedResidual::new(channels, out, s, *ratio, device));
+                channels = out;
+            }
+        }
+        let model = Self {
+            stem: ConvBn::new(ConvSpec::new(3, stem_out, 3, 2), Activation::Relu6, device),
+            blocks,
+            last: ConvBn::new(
+                ConvSpec::new(channels, last_out, 1, 1),
+                Activation::Relu6,
+                device,
+            ),
+            feature_dim: last_out,
+        };
+        crate::freeze::materialize(&model);
+        Ok(model)
+    }
+
+    /// The feature map before pooling, `[batch, 1280, h/32, w/32]`.
+    pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.stem.forward(images);
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+        self.last.forward(x)
+    }
+
+    /// Loads torchvision's ImageNet checkpoint (body and `classifier.1`, 1280→1000) as a
+    /// [`TransferModel`]; strict: every tensor must match. Call
+    /// [`replace_linear_head`](TransferModel::replace_linear_head) for a new task.
+    pub fn imagenet(
+        path: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<(TransferModel<B, Self, LinearHead<B>>, ImportReport)> {
+        let body = Self::new(&MobileNetV2Config::default(), device)?;
+        let model = TransferModel::with_linear_head(body, 1000, device)?;
+        import_weights(
+            model,
+            path,
+            &mobilenet_v2_import_options(&MobileNetV2Config::default())?.strict(true),
+        )
+    }
+}
+
+impl<B: Backend> Backbone<B> for MobileNetV2<B> {
+    type Input = Tensor<B, 4>;
+
+    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        global_avg_pool(self.feature_map(images))
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+}
+
+/// Rules from torchvision's `MobileNetV2` state dict to a `TransferModel<MobileNetV2,
+/// LinearHead>` built with `config`: `features.0` → `backbone.stem`, `features.N.conv.*` →
+/// `backbone.blocks.{N-1}.{expand,depthwise,project}`, `features.{last}` → `backbone.last`,
+/// `classifier.1` → `head.linear`; `num_batches_tracked` ignored.
+pub fn mobilenet_v2_import_options(config: &MobileNetV2Config) -> Result<ImportOptions> {
+    let blocks: usize = config.stage_depths.iter().sum();
+    let mut options = ImportOptions::new()
+        .remap(r"^features\.0\.0\.", "backbone.stem.conv.")?
+        .remap(r"^features\.0\.1\.", "backbone.stem.bn.")?
+        .remap(
+            &format!(r"^features\.{}\.0\.", blocks + 1),
+            "backbone.last.conv.",
+        )?
+        .remap(
+            &format!(r"^features\.{}\.1\.", blocks + 1),
+            "backbone.last.bn.",
+        )?
+        .remap(r"^classifier\.1\.", "head.linear.")?
+        .ignore(r"num_batches_tracked$")?;
+    for b in 0..blocks {
+        let from = format!(r"^features\.{}\.conv\.", b + 1);
+        let to = format!("backbone.blocks.{b}.");
+        // The first block has no expansion, so its Sequential starts at the depthwise step.
+        let parts: &[(&str, &str)] = if b == 0 {
+            &[
+                (r"0\.0\.", "depthwise.conv."),
+                (r"0\.1\.", "depthwise.bn."),
+                (r"1\.", "project.conv."),
+                (r"2\.", "project.bn."),
+            ]
+        } else {
+            &[
+                (r"0\.0\.", "expand.conv."),
+                (r"0\.1\.", "expand.bn."),
+                (r"1\.0\.", "depthwise.conv."),
+                (r"1\.1\.", "depthwise.bn."),
+                (r"2\.", "project.conv."),
+                (r"3\.", "project.bn."),
+            ]
+        };
+        for (suffix, target) in parts {
+            options = options.remap(&format!("{from}{suffix}"), &format!("{to}{target}"))?;
+        }
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_rounding_matches_torchvision() {
+        assert_eq!(make_divisible(32.0), 32);
+        assert_eq!(make_divisible(16.0 * 0.5), 8);
+        assert_eq!(make_divisible(24.0 * 0.5), 16);
+        assert_eq!(make_divisible(320.0 * 0.35), 112);
+    }
+}

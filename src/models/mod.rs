@@ -1,0 +1,37 @@
+//! Pretrained architectures with PyTorch / Hugging Face parameter names (crate feature
+//! `models`, on by default).
+//!
+//! Each loads its original checkpoint through [`import`](crate::import) with the key rules
+//! it ships (no hand-written map), is a [`Backbone`](crate::Backbone) or
+//! [`SequenceBackbone`](crate::head::SequenceBackbone), and has smaller configurations for
+//! students:
+//!
+//! - [`bert`]: BERT encoders; `all-MiniLM-L6-v2` loads from its `model.safetensors`, text
+//!   goes in through [`bert::BertTokenizer`];
+//! - [`mobilenet_v2`]: torchvision's MobileNetV2 with its ImageNet `.pth`;
+//! - [`resnet`]: torchvision's ResNet-18/34/50/101.
+//!
+//! Where the weights come from: `scripts/fetch-weights.sh` (README).
+
+pub mod bert;
+pub mod conv_bn;
+pub mod mobilenet_v2;
+pub mod resnet;
+
+pub use bert::{Bert, BertConfig, BertInput, BertTokenizer};
+pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
+pub use resnet::{ResNet, ResNetConfig};
+
+/// The folder where `scripts/fetch-weights.sh` puts pretrained weights: `$BURN_TRANSFER_WEIGHTS`
+/// if set, else `~/.cache/burn-transfer/weights`. `None` when neither can be determined.
+pub fn weights_dir() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("BURN_TRANSFER_WEIGHTS") {
+        return Some(dir.into());
+    }
+    std::env::var_os("HOME").map(|home| {
+        std::path::PathBuf::from(home)
+            .join(".cache")
+            .join("burn-transfer")
+            .join("weights")
+    })
+}

@@ -1,0 +1,281 @@
+//! ResNet-18/34/50/101 (He et al. 2016) with torchvision's parameter names.
+//!
+//! The names are torchvision's (`layer3.1.conv2.weight`, `layer2.0.downsample.0.weight`) but
+//! for the downsample pair, which is `downsample.{conv,bn}` here; [`resnet_import_options`]
+//! maps a torchvision state dict onto a `TransferModel<ResNet, LinearHead>` (`fc` → the
+//! head), and [`ResNet::pretrained`] loads it strictly. The seed's operation — ResNet-50's
+//! `fc: 2048 → 1000` replaced by `2048 → 5` — is then one call:
+//! [`replace_linear_head`](TransferModel::replace_linear_head).
+
+use super::conv_bn::{Activation, ConvSpec, conv, global_avg_pool};
+use crate::backbone::Backbone;
+use crate::error::{Result, TransferError};
+use crate::head::{LinearHead, TransferModel};
+use crate::import::{ImportOptions, ImportReport, import_weights};
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use std::path::Path;
+
+/// The projection on a block's shortcut when its shape changes (torchvision's
+/// `downsample = Sequential(conv1x1, bn)`).
+#[derive(Module, Debug)]
+pub struct Downsample<B: Backend> {
+    /// 1×1 strided convolution.
+    pub conv: Conv2d<B>,
+    /// Its batch norm.
+    pub bn: BatchNorm<B>,
+}
+
+/// A residual block: torchvision's `BasicBlock` (two 3×3 convolutions) or `Bottleneck`
+/// (1×1, 3×3, 1×1 with 4× expansion; `conv3`/`bn3` present).
+#[derive(Module, Debug)]
+pub struct ResidualBlock<B: Backend> {
+    /// First convolution (3×3 basic, 1×1 bottleneck).
+    pub conv1: Conv2d<B>,
+    /// Its batch norm.
+    pub bn1: BatchNorm<B>,
+    /// Second convolution (3×3, carries the stride, as torchvision's v1.5).
+    pub conv2: Conv2d<B>,
+    /// Its batch norm.
+    pub bn2: BatchNorm<B>,
+    /// Bottleneck's 1×1 expansion.
+    pub conv3: Option<Conv2d<B>>,
+    /// Its batch norm.
+    pub bn3: Option<BatchNorm<B>>,
+    /// Shortcut projection when the shape changes.
+    pub downsample: Option<Downsample<B>>,
+}
+
+impl<B: Backend> ResidualBlock<B> {
+    fn new(
+        input: usize,
+        width: usize,
+        stride: usize,
+        bottleneck: bool,
+        device: &B::Device,
+    ) -> Self {
+        let expansion = if bottleneck { 4 } else { 1 };
+        let output = width * expansion;
+        let bn = |c: usize| BatchNormConfig::new(c).init(device);
+        let (conv1, conv2, conv3) = if bottleneck {
+            (
+                conv(ConvSpec::new(input, width, 1, 1), 0, device),
+                conv(ConvSpec::new(width, width, 3, stride), 1, device),
+                Some(conv(ConvSpec::new(width, output, 1, 1), 0, device)),
+            )
+        } else {
+            (
+                conv(ConvSpec::new(input, width, 3, stride), 1, device),
+                conv(ConvSpec::new(width, width, 3, 1), 1, device),
+                None,
+            )
+        };
+        Self {
+            conv1,
+            bn1: bn(width),
+            conv2,
+            bn2: bn(width),
+            conv3,
+            bn3: bottleneck.then(|| bn(output)),
+            downsample: (stride != 1 || input != output).then(|| Downsample {
+                conv: conv(ConvSpec::new(input, output, 1, stride), 0, device),
+                bn: bn(output),
+            }),
+        }
+    }
+
+    /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let relu = Activation::Relu;
+        let y = relu.apply(self.bn1.forward(self.conv1.forward(x.clone())));
+        let mut y = self.bn2.forward(self.conv2.forward(y));
+        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
+            y = bn3.forward(conv3.forward(relu.apply(y)));
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.bn.forward(d.conv.forward(x)),
+            None => x,
+        };
+        relu.apply(y + shortcut)
+    }
+}
+
+/// Depth, block type and width of a ResNet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Blocks in `layer1` … `layer4`.
+    pub layers: [usize; 4],
+    /// Bottleneck blocks (ResNet-50 and deeper) or basic blocks.
+    pub bottleneck: bool,
+    /// Channels of `conv1` and of `layer1`'s blocks (64 in torchvision); each later stage
+    /// doubles it.
+    pub base_width: usize,
+}
+
+impl ResNetConfig {
+    /// ResNet-18: basic blocks 2, 2, 2, 2; 512 features.
+    pub fn resnet18() -> Self {
+        Self {
+            layers: [2, 2, 2, 2],
+            bottleneck: false,
+            base_width: 64,
+        }
+    }
+
+    /// ResNet-34: basic blocks 3, 4, 6, 3; 512 features.
+    pub fn resnet34() -> Self {
+        Self {
+            layers: [3, 4, 6, 3],
+            ..Self::resnet18()
+        }
+    }
+
+    /// ResNet-50: bottleneck blocks 3, 4, 6, 3; 2048 features.
+    pub fn resnet50() -> Self {
+        Self {
+            layers: [3, 4, 6, 3],
+            bottleneck: true,
+            base_width: 64,
+        }
+    }
+
+    /// ResNet-101: bottleneck blocks 3, 4, 23, 3; 2048 features.
+    pub fn resnet101() -> Self {
+        Self {
+            layers: [3, 4, 23, 3],
+            ..Self::resnet50()
+        }
+    }
+
+    /// A student for distillation: one basic block per stage at `base_width` channels
+    /// (ResNet-10-style; 16 gives about 80k parameters).
+    pub fn student(base_width: usize) -> Self {
+        Self {
+            layers: [1, 1, 1, 1],
+            bottleneck: false,
+            base_width,
+        }
+    }
+
+    /// Width of the pooled features (`fc`'s input).
+    pub fn feature_dim(&self) -> usize {
+        self.base_width * 8 * if self.bottleneck { 4 } else { 1 }
+    }
+}
+
+/// ResNet's body: `conv1`, `bn1`, max pool, `layer1` … `layer4`, global average pool.
+#[derive(Module, Debug)]
+pub struct ResNet<B: Backend> {
+    /// 7×7 stride-2 stem convolution.
+    pub conv1: Conv2d<B>,
+    /// Its batch norm.
+    pub bn1: BatchNorm<B>,
+    /// Stage 1 (stride 1 after the max pool).
+    pub layer1: Vec<ResidualBlock<B>>,
+    /// Stage 2 (stride 2).
+    pub layer2: Vec<ResidualBlock<B>>,
+    /// Stage 3 (stride 2).
+    pub layer3: Vec<ResidualBlock<B>>,
+    /// Stage 4 (stride 2).
+    pub layer4: Vec<ResidualBlock<B>>,
+    pool: MaxPool2d,
+    feature_dim: usize,
+}
+
+impl<B: Backend> ResNet<B> {
+    /// A randomly initialised body.
+    pub fn new(config: &ResNetConfig, device: &B::Device) -> Result<Self> {
+        if config.layers.contains(&0) || config.base_width == 0 {
+            return Err(TransferError::config(
+                "ResNetConfig",
+                format!("{config:?}"),
+                "every stage needs at least one block and base_width ≥ 1",
+            ));
+        }
+        let expansion = if config.bottleneck { 4 } else { 1 };
+        let mut input = config.base_width;
+        let mut stage = |index: usize| {
+            let width = config.base_width << index;
+            let stride = if index == 0 { 1 } else { 2 };
+            (0..config.layers[index])
+                .map(|i| {
+                    let block = ResidualBlock::new(
+                        input,
+                        width,
+                        if i == 0 { stride } else { 1 },
+                        config.bottleneck,
+                        device,
+                    );
+                    input = width * expansion;
+                    block
+                })
+                .collect::<Vec<_>>()
+        };
+        let (layer1, layer2, layer3, layer4) = (stage(0), stage(1), stage(2), stage(3));
+        let model = Self {
+            conv1: conv(ConvSpec::new(3, config.base_width, 7, 2), 3, device),
+            bn1: BatchNormConfig::new(config.base_width).init(device),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            feature_dim: config.feature_dim(),
+        };
+        crate::freeze::materialize(&model);
+        Ok(model)
+    }
+
+    /// The feature map before pooling, `[batch, features, h/32, w/32]`.
+    pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = Activation::Relu.apply(self.bn1.forward(self.conv1.forward(images)));
+        let x = self.pool.forward(x);
+        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .flatten()
+            .fold(x, |x, block| block.forward(x))
+    }
+
+    /// Loads a torchvision state dict (`.pth` or safetensors, with `fc`) as a
+    /// [`TransferModel`] whose head is `fc`; strict: every tensor must match.
+    pub fn pretrained(
+        config: &ResNetConfig,
+        path: impl AsRef<Path>,
+        num_classes: usize,
+        device: &B::Device,
+    ) -> Result<(TransferModel<B, Self, LinearHead<B>>, ImportReport)> {
+        let model =
+            TransferModel::with_linear_head(Self::new(config, device)?, num_classes, device)?;
+        import_weights(model, path, &resnet_import_options()?.strict(true))
+    }
+}
+
+impl<B: Backend> Backbone<B> for ResNet<B> {
+    type Input = Tensor<B, 4>;
+
+    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        global_avg_pool(self.feature_map(images))
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+}
+
+/// Rules from a torchvision ResNet state dict to a `TransferModel<ResNet, LinearHead>`:
+/// `fc` → `head.linear`, the body under `backbone.`, `downsample.{0,1}` →
+/// `downsample.{conv,bn}`; `num_batches_tracked` ignored.
+pub fn resnet_import_options() -> Result<ImportOptions> {
+    ImportOptions::new()
+        .remap(r"^fc\.", "head.linear.")?
+        .remap(r"^(conv1|bn1|layer[1-4])\.", "backbone.$1.")?
+        .remap(r"\.downsample\.0\.", ".downsample.conv.")?
+        .remap(r"\.downsample\.1\.", ".downsample.bn.")?
+        .ignore(r"num_batches_tracked$")
+}
