@@ -35,10 +35,12 @@ pub use layers::{
 pub use tokenizer::BertTokenizer;
 
 use crate::error::Result;
+use crate::freeze::ToInner;
 use crate::head::{SequenceBackbone, SequenceFeatures};
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use std::path::Path;
 
 /// The layer stack (HF `BertEncoder`).
@@ -94,6 +96,19 @@ impl<B: Backend> BertInput<B> {
     /// `[batch, seq]`, true at padding (the convention of [`SequenceFeatures`]).
     pub fn padding_mask(&self) -> Tensor<B, 2, Bool> {
         self.attention_mask.clone().equal_elem(0)
+    }
+}
+
+/// Lets a [`Frozen`](crate::Frozen) BERT run on the inner backend (no autodiff graph).
+impl<B: AutodiffBackend> ToInner<B> for BertInput<B> {
+    type Inner = BertInput<B::InnerBackend>;
+
+    fn to_inner(self) -> Self::Inner {
+        BertInput {
+            input_ids: self.input_ids.inner(),
+            attention_mask: self.attention_mask.inner(),
+            token_type_ids: self.token_type_ids.map(|t| t.inner()),
+        }
     }
 }
 
