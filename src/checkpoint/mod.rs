@@ -5,8 +5,10 @@
 //! mix.
 
 pub mod pytorch;
+pub mod resume;
 
 pub use pytorch::save_pytorch_safetensors;
+pub use resume::{RESUME_FILE, ResumeState};
 
 use crate::error::{Result, TransferError};
 use burn::module::Module;
@@ -65,6 +67,18 @@ pub fn load_model<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M> {
     let bytes = std::fs::read(path).map_err(|e| TransferError::io("read checkpoint", path, e))?;
+    load_model_bytes(model, bytes, path, device)
+}
+
+/// Loads weights serialised by [`model_to_bytes`] into `model`; `path` names the source in
+/// errors. Parameters take the ids stored with the weights and keep `model`'s
+/// `require_grad` flags.
+pub fn load_model_bytes<B: Backend, M: Module<B>>(
+    model: M,
+    bytes: Vec<u8>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M> {
     let record = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         NamedMpkBytesRecorder::<FullPrecisionSettings>::default().load(bytes, device)
     }))

@@ -133,6 +133,17 @@ impl BestTracker {
     pub fn best(&self) -> Option<(usize, f64)> {
         self.best
     }
+
+    /// Epochs observed since the best one.
+    pub fn epochs_since_best(&self) -> usize {
+        self.epochs_since_best
+    }
+
+    /// Puts the tracker back where a checkpointed run left it.
+    pub(crate) fn restore(&mut self, best: Option<(usize, f64)>, epochs_since_best: usize) {
+        self.best = best;
+        self.epochs_since_best = epochs_since_best;
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use super::history::{EpochMetrics, History};
 use super::progress::{epoch_bar, epoch_line};
 use super::session::{EvalStats, FineTuneSession, StepStats};
 use super::task::{BatchSource, ClassificationBatch, Classifier};
-use crate::checkpoint::save_model;
+use crate::checkpoint::{
+    RESUME_FILE, ResumeState, load_model, load_model_bytes, model_to_bytes, save_model,
+};
 use crate::error::{Result, TransferError};
 use crate::freeze::Freeze;
 use burn::module::AutodiffModule;
@@ -148,6 +150,14 @@ impl<B: AutodiffBackend> FineTuner<B> {
         )
     }
 
+    /// The saved state to continue from, when resuming and the folder has one.
+    fn resume_state(&self) -> Result<Option<ResumeState>> {
+        match (&self.checkpoint_dir, self.resume) {
+            (Some(dir), true) => ResumeState::load(&dir.join(RESUME_FILE)),
+            _ => Ok(None),
+        }
+    }
+
     /// The epoch loop shared by fine-tuning and distillation: unfreeze schedule, progress,
     /// training (`train_epoch`), validation (`validate`), history, best tracking,
     /// checkpoints and early stopping.
@@ -175,8 +185,34 @@ impl<B: AutodiffBackend> FineTuner<B> {
         let mut history = History::default();
         let mut best_model = None;
         let mut stopped_early = false;
+        let mut first_epoch = 1;
+        if let Some(state) = self.resume_state()? {
+            first_epoch = state.epoch + 1;
+            let dir = self
+                .checkpoint_dir
+                .as_ref()
+                .expect("checked by resume_state");
+            let device = session
+                .model()
+                .devices()
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let fresh = session.model().clone();
+            let model =
+                load_model_bytes(fresh.clone(), state.model, &dir.join(RESUME_FILE), &device)?;
+            session.restore(self, model, state.optimizer, state.epoch, state.steps)?;
+            tracker.restore(state.best, state.epochs_since_best);
+            if state.best.is_some() && dir.join("best.mpk").is_file() {
+                best_model = Some(load_model(fresh, &dir.join("best.mpk"), &device)?);
+            }
+            history = state.history;
+            if self.verbose {
+                println!("resumed from {} after epoch {}", dir.display(), state.epoch);
+            }
+        }
 
-        for epoch in 1..=self.epochs {
+        for epoch in first_epoch..=self.epochs {
             let started = Instant::now();
             if session.begin_epoch(epoch)? && self.verbose {
                 println!(
@@ -231,6 +267,17 @@ impl<B: AutodiffBackend> FineTuner<B> {
                 history.write_json(&dir.join("history.json"))?;
                 history.write_csv(&dir.join("history.csv"))?;
                 history.write_svg(&dir.join("history.svg"))?;
+                // Written last: a crash before this point resumes from the previous epoch.
+                ResumeState {
+                    epoch,
+                    steps: session.steps(),
+                    best: tracker.best(),
+                    epochs_since_best: tracker.epochs_since_best(),
+                    history: history.clone(),
+                    model: model_to_bytes(session.model())?,
+                    optimizer: session.optimizer_state()?,
+                }
+                .save(&dir.join(RESUME_FILE))?;
             }
             if let Some(es) = &self.early_stopping
                 && es.should_stop(observation)
@@ -250,7 +297,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
         let model = session.into_model();
         let (best_epoch, best_value) = tracker.best().unwrap_or((history.epochs.len(), f64::NAN));
         Ok(FitOutcome {
-            best_model: best_model.unwrap_or_else(|| model.clone()),
+            best_model: best_model.unwrap_or_else(|| M::from_inner(model.valid())),
             model,
             best_epoch,
             best_value,

@@ -67,6 +67,7 @@ pub struct FineTuner<B: AutodiffBackend> {
     pub(crate) early_stopping: Option<EarlyStopping>,
     pub(crate) monitor: Monitor,
     pub(crate) checkpoint_dir: Option<PathBuf>,
+    pub(crate) resume: bool,
     pub(crate) unfreeze: UnfreezeSchedule,
     pub(crate) seed: Option<u64>,
     pub(crate) progress_bar: bool,
@@ -95,6 +96,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
             early_stopping: None,
             monitor: Monitor::ValidLoss,
             checkpoint_dir: None,
+            resume: false,
             unfreeze: UnfreezeSchedule::new(),
             seed: None,
             progress_bar: true,
@@ -169,9 +171,21 @@ impl<B: AutodiffBackend> FineTuner<B> {
         self
     }
 
-    /// Writes `best.mpk`, `last.mpk`, `history.json`, `history.csv` and `history.svg` there.
+    /// Writes `best.mpk`, `last.mpk`, `history.json`, `history.csv` and `history.svg` there
+    /// after every epoch, and `resume.bin` (model, optimizer state, epoch, best-so-far,
+    /// history: see [`resume`](Self::resume)). Every file is written atomically.
     pub fn checkpoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.checkpoint_dir = Some(dir.into());
+        self
+    }
+
+    /// Continues from the checkpoint folder's `resume.bin` when there is one (a fresh run
+    /// otherwise). Give the same configuration, data and initial model (its freeze state
+    /// included) as the interrupted run: with a [`seed`](Self::seed), the resumed run then
+    /// ends bitwise where an uninterrupted one ends on ndarray, as long as the data source
+    /// yields the same batches each epoch (a `Vec`, or a loader without shuffling).
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
         self
     }
 
@@ -181,7 +195,8 @@ impl<B: AutodiffBackend> FineTuner<B> {
         self
     }
 
-    /// Seeds the backend's random generator (dropout) before training.
+    /// Seeds the backend's random generator (dropout) before training, and again from
+    /// (seed, epoch) at each epoch start, so that resumed runs draw the same masks.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -242,6 +257,13 @@ impl<B: AutodiffBackend> FineTuner<B> {
         }
         if let Some(es) = &self.early_stopping {
             es.validate()?;
+        }
+        if self.resume && self.checkpoint_dir.is_none() {
+            return Err(TransferError::config(
+                "resume",
+                true,
+                "resuming reads the checkpoint folder: set checkpoint_dir too",
+            ));
         }
         self.schedule.validate()?;
         self.optimizer.validate()

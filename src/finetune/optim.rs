@@ -10,6 +10,7 @@ use burn::optim::{
     AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer, Sgd, SgdConfig,
 };
 use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 
 /// Which optimizer updates the weights.
@@ -162,6 +163,38 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
             AnyOptimizer::Sgd(o) => o.step(lr, model, grads),
         }
     }
+
+    /// The optimizer's state (moments, momentum), keyed by parameter id, as bytes.
+    fn state_bytes(&self) -> std::result::Result<Vec<u8>, String> {
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        match self {
+            AnyOptimizer::AdamW(o) => Recorder::<B>::record(&recorder, o.to_record(), ()),
+            AnyOptimizer::Sgd(o) => Recorder::<B>::record(&recorder, o.to_record(), ()),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn load_state_bytes(
+        &mut self,
+        bytes: Vec<u8>,
+        device: &B::Device,
+    ) -> std::result::Result<(), String> {
+        let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let decode = std::panic::AssertUnwindSafe(|| match self {
+            AnyOptimizer::AdamW(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
+                let taken = std::mem::replace(o, AdamWConfig::new().init());
+                *o = taken.load_record(r);
+            }),
+            AnyOptimizer::Sgd(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
+                let taken = std::mem::replace(o, SgdConfig::new().init());
+                *o = taken.load_record(r);
+            }),
+        });
+        match std::panic::catch_unwind(decode) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the optimizer state could not be decoded".into()),
+        }
+    }
 }
 
 /// A parameter group: the parameters a selector picks, trained at their own base rate.
@@ -269,6 +302,34 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> GroupedOptimizer<M, B> {
     /// The base rate of each group, default group last.
     pub(crate) fn base_rates(&self) -> Vec<f64> {
         self.groups.iter().map(|g| g.base_lr).collect()
+    }
+
+    /// Each group's optimizer state, serialised (for resumable checkpoints).
+    pub(crate) fn state_bytes(&self) -> std::result::Result<Vec<Vec<u8>>, String> {
+        self.groups
+            .iter()
+            .map(|g| g.optimizer.state_bytes())
+            .collect()
+    }
+
+    /// Restores the state written by [`state_bytes`](Self::state_bytes) for the same
+    /// groups; the parameter ids must be those the state was saved with.
+    pub(crate) fn load_state_bytes(
+        &mut self,
+        states: Vec<Vec<u8>>,
+        device: &B::Device,
+    ) -> std::result::Result<(), String> {
+        if states.len() != self.groups.len() {
+            return Err(format!(
+                "the checkpoint has optimizer state for {} parameter groups, this run has {}; resume with the same learning-rate groups",
+                states.len(),
+                self.groups.len()
+            ));
+        }
+        self.groups
+            .iter_mut()
+            .zip(states)
+            .try_for_each(|(g, bytes)| g.optimizer.load_state_bytes(bytes, device))
     }
 }
 

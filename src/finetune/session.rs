@@ -53,6 +53,15 @@ pub struct StepStats {
     pub grad_norm: Option<f64>,
 }
 
+/// The generator seed for an epoch: distinct per epoch, a pure function of (seed, epoch).
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    // SplitMix64's finaliser: nearby (seed, epoch) pairs give unrelated seeds.
+    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Loss and accuracy over a data set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalStats {
@@ -96,6 +105,7 @@ pub struct FineTuneSession<B: AutodiffBackend, M: AutodiffModule<B>> {
     batch_index: usize,
     last_fraction: f64,
     steps: usize,
+    seed: Option<u64>,
 }
 
 impl<B: AutodiffBackend> FineTuner<B> {
@@ -130,6 +140,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
             batch_index: 0,
             last_fraction: 0.0,
             steps: 0,
+            seed: self.seed,
         })
     }
 }
@@ -137,7 +148,19 @@ impl<B: AutodiffBackend> FineTuner<B> {
 impl<B: AutodiffBackend, M: AutodiffModule<B>> FineTuneSession<B, M> {
     /// Starts epoch `epoch` (1-based): applies the unfreeze schedule's steps for it.
     /// Returns whether the set of trainable parameters changed.
+    ///
+    /// With a seed, the backend's random generator is re-seeded from (seed, epoch), so that
+    /// a run resumed at this epoch draws the same dropout masks as one that never stopped.
     pub fn begin_epoch(&mut self, epoch: usize) -> Result<bool> {
+        if let Some(seed) = self.seed {
+            let device = self
+                .model()
+                .devices()
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            B::seed(&device, epoch_seed(seed, epoch));
+        }
         self.epoch = epoch;
         self.batch_index = 0;
         self.last_fraction = 0.0;
@@ -237,6 +260,50 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> FineTuneSession<B, M> {
     /// Optimizer steps taken so far.
     pub fn steps(&self) -> usize {
         self.steps
+    }
+
+    /// Each optimizer group's state, serialised, for a resumable checkpoint.
+    pub(crate) fn optimizer_state(&self) -> Result<Vec<Vec<u8>>> {
+        self.optim
+            .state_bytes()
+            .map_err(|reason| TransferError::Checkpoint {
+                path: "<optimizer state>".into(),
+                reason,
+            })
+    }
+
+    /// Continues a checkpointed run: `model` holds the saved weights (with the parameter
+    /// ids they were saved with), `epoch` is the last completed one. The optimizer is
+    /// rebuilt for the model's ids and given its saved state; the unfreeze schedule's steps
+    /// up to `epoch` are applied.
+    pub(crate) fn restore(
+        &mut self,
+        tuner: &FineTuner<B>,
+        model: M,
+        optimizer: Vec<Vec<u8>>,
+        epoch: usize,
+        steps: usize,
+    ) -> Result<()> {
+        let model = self.unfreeze.apply_up_to(model, epoch)?;
+        let mut optim = GroupedOptimizer::new(
+            &model,
+            tuner.optimizer,
+            tuner.learning_rate,
+            &tuner.groups,
+            tuner.clip_grad_norm,
+        )?;
+        let device = model.devices().into_iter().next().unwrap_or_default();
+        optim
+            .load_state_bytes(optimizer, &device)
+            .map_err(|reason| TransferError::Checkpoint {
+                path: "<optimizer state>".into(),
+                reason,
+            })?;
+        self.optim = optim;
+        self.model = Some(model);
+        self.epoch = epoch;
+        self.steps = steps;
+        Ok(())
     }
 
     fn lr_factor(&self, fraction: f64) -> f64 {

@@ -232,7 +232,7 @@ fn read_snapshots(
                 let mut store = SafetensorsStore::from_file(path).remap(remapper);
                 store
                     .get_all_snapshots()
-                    .map(|m| m.clone())
+                    .cloned()
                     .map_err(|e| e.to_string())
             }
             WeightFormat::PyTorch => {
@@ -242,7 +242,7 @@ fn read_snapshots(
                 }
                 store
                     .get_all_snapshots()
-                    .map(|m| m.clone())
+                    .cloned()
                     .map_err(|e| e.to_string())
             }
         }

@@ -6,10 +6,11 @@
 //! [`mobilenet_v2_import_options`] holds the rules between the two, so the original file
 //! loads strictly with no hand-written map.
 
+use super::WithLinearHead;
 use super::conv_bn::{Activation, ConvBn, ConvSpec, global_avg_pool};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
-use crate::head::{LinearHead, TransferModel};
+use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
 use burn::prelude::*;
@@ -188,7 +189,7 @@ impl<B: Backend> MobileNetV2<B> {
     pub fn imagenet(
         path: impl AsRef<Path>,
         device: &B::Device,
-    ) -> Result<(TransferModel<B, Self, LinearHead<B>>, ImportReport)> {
+    ) -> Result<(WithLinearHead<B, Self>, ImportReport)> {
         let body = Self::new(&MobileNetV2Config::default(), device)?;
         let model = TransferModel::with_linear_head(body, 1000, device)?;
         import_weights(

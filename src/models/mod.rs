@@ -18,6 +18,9 @@ pub mod conv_bn;
 pub mod mobilenet_v2;
 pub mod resnet;
 
+/// A backbone with a linear head, as the ImageNet checkpoints come (`fc`, `classifier.1`).
+pub type WithLinearHead<B, Bb> = crate::head::TransferModel<B, Bb, crate::head::LinearHead<B>>;
+
 pub use bert::{Bert, BertConfig, BertInput, BertTokenizer};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};

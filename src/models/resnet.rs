@@ -7,10 +7,11 @@
 //! `fc: 2048 → 1000` replaced by `2048 → 5` — is then one call:
 //! [`replace_linear_head`](TransferModel::replace_linear_head).
 
+use super::WithLinearHead;
 use super::conv_bn::{Activation, ConvSpec, conv, global_avg_pool};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
-use crate::head::{LinearHead, TransferModel};
+use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -249,7 +250,7 @@ impl<B: Backend> ResNet<B> {
         path: impl AsRef<Path>,
         num_classes: usize,
         device: &B::Device,
-    ) -> Result<(TransferModel<B, Self, LinearHead<B>>, ImportReport)> {
+    ) -> Result<(WithLinearHead<B, Self>, ImportReport)> {
         let model =
             TransferModel::with_linear_head(Self::new(config, device)?, num_classes, device)?;
         import_weights(model, path, &resnet_import_options()?.strict(true))

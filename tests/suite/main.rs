@@ -10,3 +10,4 @@ mod learner;
 mod lora;
 mod loss;
 mod models;
+mod resume;

@@ -115,7 +115,7 @@ impl BertConfig {
                 return Err(TransferError::config(name, 0, "must be at least 1"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(TransferError::config(
                 "num_attention_heads",
                 self.num_attention_heads,

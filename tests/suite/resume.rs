@@ -1,0 +1,246 @@
+//! Resumable checkpoints: a run killed mid-way and resumed ends bitwise where an
+//! uninterrupted run ends; a process killed while saving leaves the previous checkpoint
+//! loadable.
+
+use crate::common::{B, Batch, batch, batches, device, quiet, values};
+use burn::backend::NdArray;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn_transfer::checkpoint::{RESUME_FILE, load_model, save_model};
+use burn_transfer::prelude::*;
+use std::cell::Cell;
+
+type Model = TransferModel<B, MlpBackbone<B>, MlpHead<B>>;
+
+fn model() -> Model {
+    let d = device();
+    B::seed(&d, 11);
+    let body = MlpBackbone::new(&[8, 16, 16], &d).unwrap();
+    // Dropout makes the run depend on the random generator's state.
+    let head = MlpHeadConfig::new(16, vec![12], 4)
+        .with_dropout(0.3)
+        .init(&d)
+        .unwrap();
+    TransferModel::new(body, head)
+        .unwrap()
+        .freeze_matching("backbone")
+        .unwrap()
+}
+
+fn tuner(dir: &std::path::Path) -> FineTuner<B> {
+    quiet(
+        FineTuner::<B>::new()
+            .learning_rate(3e-3)
+            .epochs(5)
+            .seed(5)
+            .schedule(LrSchedule::Cosine {
+                warmup: 0.2,
+                min_factor: 0.1,
+            })
+            .group("head", 1e-2)
+            .unwrap()
+            .unfreeze_schedule(
+                UnfreezeSchedule::new()
+                    .at(3, Selector::glob("backbone.layers.1").unwrap())
+                    .unwrap(),
+            )
+            .checkpoint_dir(dir),
+    )
+}
+
+/// The training batches, except that in epoch `crash_epoch` the third batch carries a
+/// label the model cannot predict: `fit` stops with an error there, as a crash would.
+struct Crashing {
+    batches: Vec<Batch<B>>,
+    crash_epoch: usize,
+    epochs_started: Cell<usize>,
+}
+
+impl BatchSource<Batch<B>> for Crashing {
+    fn epoch(&self) -> Box<dyn Iterator<Item = (Batch<B>, f64)> + '_> {
+        self.epochs_started.set(self.epochs_started.get() + 1);
+        let crash = self.epochs_started.get() == self.crash_epoch;
+        let n = self.batches.len() as f64;
+        Box::new(self.batches.iter().enumerate().map(move |(i, b)| {
+            let mut b = b.clone();
+            if crash && i == 2 {
+                b.targets = b.targets.clone().add_scalar(100);
+            }
+            (b, (i + 1) as f64 / n)
+        }))
+    }
+}
+
+/// Runs `test` alone in a child process of this test binary. burn's backend random
+/// generator is one global state: tests running in parallel threads would draw from it
+/// between the seeded steps of the run being compared, so determinism is checked where no
+/// other test runs.
+fn isolated(test: &str, env: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{test} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 passed"), "{test} did not run:\n{stdout}");
+}
+
+#[test]
+fn an_interrupted_and_resumed_run_ends_bitwise_identical() {
+    isolated("resume::resume_child", "BURN_TRANSFER_RESUME_TEST");
+}
+
+/// The child side of the test above; does nothing in a normal run.
+#[test]
+fn resume_child() {
+    if std::env::var("BURN_TRANSFER_RESUME_TEST").is_err() {
+        return;
+    }
+    let train = batches::<B>(6, 16, 8, 4);
+    let valid = vec![batch::<crate::common::Inner>(32, 8, 4, 99)];
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+
+    let uninterrupted = tuner(a_dir.path()).fit(model(), &train, &valid).unwrap();
+
+    let crashing = Crashing {
+        batches: train.clone(),
+        crash_epoch: 4,
+        epochs_started: Cell::new(0),
+    };
+    let err = tuner(b_dir.path())
+        .fit(model(), &crashing, &valid)
+        .unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+    assert!(b_dir.path().join(RESUME_FILE).is_file());
+    let resumed = tuner(b_dir.path())
+        .resume(true)
+        .fit(model(), &train, &valid)
+        .unwrap();
+
+    assert_eq!(values(&resumed.model), values(&uninterrupted.model));
+    assert_eq!(
+        values(&resumed.best_model),
+        values(&uninterrupted.best_model)
+    );
+    assert_eq!(resumed.best_epoch, uninterrupted.best_epoch);
+    let losses = |h: &History| h.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>();
+    assert_eq!(losses(&resumed.history), losses(&uninterrupted.history));
+    assert_eq!(resumed.history.epochs.len(), 5);
+    // The unfreeze schedule (epoch 3) was in force before the crash and after the resume.
+    let trainable = |h: &History| {
+        h.epochs
+            .iter()
+            .map(|e| e.trainable_params)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        trainable(&resumed.history),
+        trainable(&uninterrupted.history)
+    );
+
+    // Control: without `resume` the same folder starts over (5 fresh epochs, and the state
+    // is overwritten), so the comparison above is not vacuous.
+    let crashing = Crashing {
+        batches: train.clone(),
+        crash_epoch: 2,
+        epochs_started: Cell::new(0),
+    };
+    let c_dir = tempfile::tempdir().unwrap();
+    tuner(c_dir.path())
+        .fit(model(), &crashing, &valid)
+        .unwrap_err();
+    let restarted = tuner(c_dir.path())
+        .epochs(3)
+        .fit(model(), &train, &valid)
+        .unwrap();
+    assert_ne!(values(&restarted.model), values(&uninterrupted.model));
+
+    // A corrupt resume file is an error that says what to do, not a panic.
+    std::fs::write(
+        b_dir.path().join(RESUME_FILE),
+        b"burn-transfer resume v1\ngarbage",
+    )
+    .unwrap();
+    let err = tuner(b_dir.path())
+        .resume(true)
+        .fit(model(), &train, &valid)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("delete it to start over"), "{err}");
+    // Resuming needs a folder.
+    let err = FineTuner::<B>::new()
+        .resume(true)
+        .fit(model(), &train, &valid);
+    assert!(err.is_err());
+}
+
+/// The child side of the kill test: saves ever-changing versions of a 4 MB model to the
+/// path in `BURN_TRANSFER_KILL_TEST` until it is killed. Does nothing in a normal run.
+#[test]
+fn kill_child_writer() {
+    let Ok(path) = std::env::var("BURN_TRANSFER_KILL_TEST") else {
+        return;
+    };
+    let d = Default::default();
+    let mut layer: Linear<NdArray> = LinearConfig::new(1024, 1024).init(&d);
+    for version in 1.. {
+        layer.weight = layer
+            .weight
+            .map(|w| w.zeros_like().add_scalar(version as f32));
+        save_model(&layer, std::path::Path::new(&path)).unwrap();
+    }
+}
+
+#[test]
+fn a_process_killed_while_saving_leaves_a_loadable_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.mpk");
+    let d = Default::default();
+    let fresh = || -> Linear<NdArray> { LinearConfig::new(1024, 1024).init(&d) };
+    // Version 0: zeros everywhere, so that every complete version is one constant.
+    let mut first = fresh();
+    first.weight = first.weight.map(|w| w.zeros_like());
+    save_model(&first, &path).unwrap();
+    let mut versions = Vec::new();
+    for wait_ms in [30, 80, 150, 260] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "resume::kill_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BURN_TRANSFER_KILL_TEST", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Whatever version was last completed, it loads whole: one value everywhere.
+        let loaded = load_model(fresh(), &path, &d).unwrap();
+        let w = loaded.weight.val().into_data().to_vec::<f32>().unwrap();
+        assert!(
+            w.iter().all(|v| *v == w[0]),
+            "a mix of versions after {wait_ms} ms"
+        );
+        versions.push(w[0]);
+    }
+    // The child did overwrite the file (so kills landed between and during writes).
+    assert!(versions.iter().any(|v| *v > 0.0), "{versions:?}");
+    // No temporary file is left that a later reader could mistake for the checkpoint.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, vec!["model.mpk"]);
+}
