@@ -4,9 +4,11 @@
 //! renamed over the target: a reader (or a crash) sees the old file or the new one, never a
 //! mix.
 
+pub mod delta;
 pub mod pytorch;
 pub mod resume;
 
+pub use delta::{load_trainable, save_trainable};
 pub use pytorch::save_pytorch_safetensors;
 pub use resume::{RESUME_FILE, ResumeState};
 

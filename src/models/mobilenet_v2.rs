@@ -131,6 +131,9 @@ pub struct MobileNetV2<B: Backend> {
     /// torchvision `features.18`: 1×1 convolution to 1280 channels.
     pub last: ConvBn<B>,
     feature_dim: usize,
+    /// Index of the last block of each of the seven stages.
+    #[module(skip)]
+    stage_ends: Vec<usize>,
 }
 
 impl<B: Backend> MobileNetV2<B> {
@@ -153,6 +156,7 @@ impl<B: Backend> MobileNetV2<B> {
         let stem_out = make_divisible(32.0 * config.width_mult);
         let last_out = make_divisible(1280.0 * config.width_mult.max(1.0));
         let mut blocks = Vec::new();
+        let mut stage_ends = Vec::new();
         let mut channels = stem_out;
         for ((ratio, c, stride), &depth) in STAGES.iter().zip(&config.stage_depths) {
             let out = make_divisible(*c as f64 * config.width_mult);
@@ -161,6 +165,7 @@ impl<B: Backend> MobileNetV2<B> {
                 blocks.push(InvertedResidual::new(channels, out, s, *ratio, device));
                 channels = out;
             }
+            stage_ends.push(blocks.len() - 1);
         }
         let model = Self {
             stem: ConvBn::new(ConvSpec::new(3, stem_out, 3, 2), Activation::Relu6, device),
@@ -171,6 +176,7 @@ impl<B: Backend> MobileNetV2<B> {
                 device,
             ),
             feature_dim: last_out,
+            stage_ends,
         };
         crate::freeze::materialize(&model);
         Ok(model)
@@ -181,6 +187,21 @@ impl<B: Backend> MobileNetV2<B> {
         let x = self.stem.forward(images);
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         self.last.forward(x)
+    }
+
+    /// The output of each of the seven stages (16, 24, 32, 64, 96, 160, 320 channels at
+    /// width 1): what attention transfer and FitNets hints compare between a teacher and a
+    /// student.
+    pub fn stage_maps(&self, images: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
+        let mut x = self.stem.forward(images);
+        let mut maps = Vec::with_capacity(self.stage_ends.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x);
+            if self.stage_ends.contains(&i) {
+                maps.push(x.clone());
+            }
+        }
+        maps
     }
 
     /// Loads torchvision's ImageNet checkpoint (body and `classifier.1`, 1280→1000) as a

@@ -235,12 +235,22 @@ impl<B: Backend> ResNet<B> {
 
     /// The feature map before pooling, `[batch, features, h/32, w/32]`.
     pub fn feature_map(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.stage_maps(images)
+            .pop()
+            .expect("a ResNet has four stages")
+    }
+
+    /// The output of each stage (`layer1` … `layer4`, strides 4, 8, 16, 32): what
+    /// attention transfer and FitNets hints compare between a teacher and a student.
+    pub fn stage_maps(&self, images: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
         let x = Activation::Relu.apply(self.bn1.forward(self.conv1.forward(images)));
-        let x = self.pool.forward(x);
-        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
-            .into_iter()
-            .flatten()
-            .fold(x, |x, block| block.forward(x))
+        let mut x = self.pool.forward(x);
+        let mut maps = Vec::with_capacity(4);
+        for stage in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
+            x = stage.iter().fold(x, |x, block| block.forward(x));
+            maps.push(x.clone());
+        }
+        maps
     }
 
     /// Loads a torchvision state dict (`.pth` or safetensors, with `fc`) as a

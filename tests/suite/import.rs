@@ -235,3 +235,44 @@ fn missing_and_corrupt_files_are_errors_not_panics() {
         "{err}"
     );
 }
+
+#[test]
+fn zip_format_pth_loads_with_pytorch_layout() {
+    // Written by scripts/make_zip_pth.py in torch.save's zip format (see its header).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_zip.pth");
+    let options = ImportOptions::new()
+        .remap(r"^net\.0\.", "layers.0.")
+        .unwrap()
+        .remap(r"^net\.2\.", "layers.1.")
+        .unwrap()
+        .strict(true);
+    let (model, report) = import_weights(net(), &path, &options).unwrap();
+    assert_eq!(report.loaded.len(), 4, "{report}");
+    let get = |t: Tensor<Inner, 2>| t.into_data().to_vec::<f32>().unwrap();
+    // burn stores [in, out]: element (i, o) is PyTorch's (o, i).
+    let w0 = get(model.layers[0].weight.val());
+    for i in 0..3 {
+        for o in 0..4 {
+            assert_eq!(w0[i * 4 + o], o as f32 + i as f32 / 10.0, "w0[{i}][{o}]");
+        }
+    }
+    let w1 = get(model.layers[1].weight.val());
+    for i in 0..4 {
+        for o in 0..2 {
+            assert_eq!(w1[i * 2 + o], o as f32 - i as f32 / 100.0, "w1[{i}][{o}]");
+        }
+    }
+    let b1 = model.layers[1].bias.as_ref().unwrap().val().into_data();
+    assert_eq!(b1.to_vec::<f32>().unwrap(), vec![0.5, -0.5]);
+
+    let good = std::fs::read(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.pth");
+    for cut in [2, 30, good.len() / 2, good.len() - 30, good.len() - 1] {
+        std::fs::write(&broken, &good[..cut]).unwrap();
+        assert!(
+            import_weights(net(), &broken, &options).is_err(),
+            "cut at {cut} must be an error"
+        );
+    }
+}

@@ -407,3 +407,140 @@ fn corrupt_pth_files_are_errors_never_panics() {
         let _ = import_weights(model, &broken, &ImportOptions::new());
     }
 }
+
+#[test]
+fn bert_bottleneck_adapters_start_as_identity_and_train_alone() {
+    use crate::common::B;
+    use burn::module::AutodiffModule;
+    use burn_transfer::models::BertInput;
+    let d = device();
+    let config = BertConfig::all_minilm_l6_v2().shallower(2).narrower(16, 4);
+    let base = Bert::<B>::new(&config, &d).unwrap();
+    let ids = Tensor::<B, 2, Int>::from_ints([[101, 7, 9, 102], [101, 5, 102, 0]], &d);
+    let mask = Tensor::<B, 2, Int>::from_ints([[1, 1, 1, 1], [1, 1, 1, 0]], &d);
+    let input = BertInput::with_mask(ids, mask);
+    let before = base
+        .valid()
+        .forward(to_inner(&input), false)
+        .last_hidden_state;
+
+    let adapted = base.with_adapters(4, &d).unwrap();
+    let after = adapted
+        .valid()
+        .forward(to_inner(&input), false)
+        .last_hidden_state;
+    assert_eq!(
+        before.into_data(),
+        after.into_data(),
+        "a new adapter is the identity"
+    );
+    // Two adapters per layer, each 16·4 + 4 + 4·16 + 16 parameters.
+    let per_adapter = 16 * 4 + 4 + 4 * 16 + 16;
+    let base_total = Bert::<B>::new(&config, &d).unwrap().param_summary().total();
+    assert_eq!(
+        adapted.param_summary().total(),
+        base_total + 2 * 2 * per_adapter
+    );
+    // The switch in the configuration builds the same thing.
+    let switched = Bert::<B>::new(
+        &BertConfig {
+            adapter_size: Some(4),
+            ..config.clone()
+        },
+        &d,
+    )
+    .unwrap();
+    assert_eq!(
+        switched.param_summary().total(),
+        adapted.param_summary().total()
+    );
+    assert!(
+        Bert::<B>::new(
+            &BertConfig {
+                adapter_size: Some(0),
+                ..config
+            },
+            &d
+        )
+        .is_err()
+    );
+
+    // Houlsby's recipe: adapters, layer norms and the head train; nothing else moves.
+    let model = TransferModel::new(
+        Pooled::new(adapted, Pooling::Mean),
+        LinearHead::new(16, 2, &d).unwrap(),
+    )
+    .unwrap()
+    .freeze()
+    .unfreeze_matching(Selector::globs(["*.adapter", "*.layer_norm", "head"]).unwrap())
+    .unwrap();
+    let start = crate::common::values(&model);
+    let batch = ClassificationBatch::new(input, Tensor::<B, 1, Int>::from_ints([1, 0], &d));
+    let mut session = FineTuner::<B>::new()
+        .learning_rate(1e-2)
+        .epochs(1)
+        .verbose(false)
+        .session(model)
+        .unwrap();
+    session.begin_epoch(1).unwrap();
+    session.train_step(batch.clone(), 0.5).unwrap();
+    session.train_step(batch, 1.0).unwrap();
+    let end = crate::common::values(session.model());
+    for ((path, a), (_, b)) in start.iter().zip(&end) {
+        let trainable =
+            path.contains(".adapter.") || path.contains("layer_norm") || path.starts_with("head");
+        if trainable && (path.contains("up.") || path.starts_with("head")) {
+            assert_ne!(a, b, "{path} should have trained");
+        }
+        if !trainable {
+            assert_eq!(a, b, "{path} must not move");
+        }
+    }
+}
+
+fn to_inner(
+    input: &burn_transfer::models::BertInput<crate::common::B>,
+) -> burn_transfer::models::BertInput<Inner> {
+    burn_transfer::freeze::ToInner::to_inner(input.clone())
+}
+
+#[test]
+fn cnn_stage_maps_feed_attention_transfer_between_teacher_and_student() {
+    use burn_transfer::loss::functional::attention_transfer;
+    let d = device();
+    let teacher = ResNet::<Inner>::new(
+        &ResNetConfig {
+            base_width: 8,
+            ..ResNetConfig::resnet18()
+        },
+        &d,
+    )
+    .unwrap();
+    let student = ResNet::<Inner>::new(&ResNetConfig::student(4), &d).unwrap();
+    let images = Tensor::<Inner, 4>::ones([2, 3, 32, 32], &d);
+    let t = teacher.stage_maps(images.clone());
+    let s = student.stage_maps(images.clone());
+    assert_eq!(t.len(), 4);
+    assert_eq!(t[3].dims(), [2, 64, 1, 1]);
+    assert_eq!(s[1].dims(), [2, 8, 4, 4]);
+    let flat = |m: &Tensor<Inner, 4>| {
+        let [b, c, h, w] = m.dims();
+        m.clone().reshape([b, c, h * w])
+    };
+    // Widths differ (8 vs 16 channels); attention maps compare positions, not channels.
+    let at = attention_transfer(flat(&s[1]), flat(&t[1]));
+    assert!(at.into_data().to_vec::<f32>().unwrap()[0].is_finite());
+    assert_eq!(
+        teacher
+            .stage_maps(images.clone())
+            .pop()
+            .unwrap()
+            .into_data(),
+        teacher.feature_map(images.clone()).into_data()
+    );
+
+    let mobile = MobileNetV2::<Inner>::new(&MobileNetV2Config::student(), &d).unwrap();
+    let maps = mobile.stage_maps(images);
+    let channels: Vec<usize> = maps.iter().map(|m| m.dims()[1]).collect();
+    assert_eq!(channels, vec![8, 16, 16, 32, 48, 80, 160]);
+}

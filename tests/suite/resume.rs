@@ -244,3 +244,86 @@ fn a_process_killed_while_saving_leaves_a_loadable_checkpoint() {
         .collect();
     assert_eq!(names, vec!["model.mpk"]);
 }
+
+#[test]
+fn trainable_only_delta_restores_the_fine_tuned_model() {
+    use burn::module::AutodiffModule;
+    use burn_transfer::checkpoint::{load_trainable, save_trainable};
+    type Net = TransferModel<B, MlpBackbone<B>, LinearHead<B>>;
+    let d = device();
+    let pretrained: Net =
+        TransferModel::with_linear_head(MlpBackbone::new(&[32, 256, 8], &d).unwrap(), 4, &d)
+            .unwrap();
+    // Independent copies of the pretrained model (a round trip through the inner module).
+    let copy = || Net::from_inner(pretrained.valid());
+    let model = copy().freeze_all_but_last("backbone.layers", 1).unwrap();
+    let trained = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(2))
+        .monitor(Monitor::TrainLoss)
+        .fit_without_validation(model, &batches::<B>(4, 16, 32, 4))
+        .unwrap()
+        .model;
+
+    let dir = tempfile::tempdir().unwrap();
+    let delta = dir.path().join("delta.safetensors");
+    let full = dir.path().join("full.mpk");
+    assert_eq!(save_trainable(&trained, &delta).unwrap(), 4);
+    save_model(&trained, &full).unwrap();
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&delta) * 2 < size(&full),
+        "{} vs {}",
+        size(&delta),
+        size(&full)
+    );
+
+    let restored = load_trainable(copy(), &delta).unwrap();
+    assert_eq!(values(&restored), values(&trained));
+    // Without the delta the copy is the pretrained model, so the check above is not vacuous.
+    assert_ne!(values(&copy()), values(&trained));
+
+    // Another architecture: an error naming the tensor, not a silent partial load.
+    let other: Net =
+        TransferModel::with_linear_head(MlpBackbone::new(&[32, 256, 16], &d).unwrap(), 4, &d)
+            .unwrap();
+    let err = load_trainable(other, &delta).unwrap_err().to_string();
+    assert!(err.contains("backbone.layers.1.weight"), "{err}");
+    // Nothing trainable (an inference-backend model) is an error, not an empty file.
+    assert!(save_trainable(&trained.valid(), &dir.path().join("x")).is_err());
+}
+
+#[test]
+fn bert_features_feed_the_distillation_losses() {
+    use burn_transfer::loss::functional::{cosine_distance, mse};
+    use burn_transfer::models::{Bert, BertConfig, BertInput};
+    let d = device();
+    let teacher = Bert::<B>::new(
+        &BertConfig::all_minilm_l6_v2().shallower(4).narrower(16, 4),
+        &d,
+    )
+    .unwrap();
+    // DistilBERT's student: every other teacher layer, same width.
+    let student = teacher.keep_layers(&[0, 2]).unwrap();
+    let ids = Tensor::<B, 2, Int>::from_ints([[101, 7, 9, 102], [101, 5, 6, 102]], &d);
+    let input = BertInput::new(ids);
+    let t = teacher.forward(input.clone(), true);
+    let s = student.forward(input, true);
+    // Student layer 1 (teacher layer 2) vs teacher layer 3: DistilBERT's hidden cosine and
+    // TinyBERT's attention-map MSE are finite, non-negative, and train the student.
+    let flat = |h: Tensor<B, 3>| h.reshape([8, 16]);
+    let cos = cosine_distance(
+        flat(s.hidden_states[2].clone()),
+        flat(t.hidden_states[4].clone()).detach(),
+    );
+    let at = mse(s.attentions[1].clone(), t.attentions[3].clone().detach());
+    let loss = cos + at;
+    let value = loss.clone().into_data().to_vec::<f32>().unwrap()[0];
+    assert!(value.is_finite() && value >= 0.0, "{value}");
+    let grads = loss.backward();
+    let g = student.encoder.layer[1]
+        .attention
+        .self_attention
+        .query
+        .weight
+        .grad(&grads);
+    assert!(g.is_some(), "the student's attention receives a gradient");
+}

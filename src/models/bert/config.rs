@@ -33,6 +33,9 @@ pub struct BertConfig {
     /// Whether the model has BERT's pooler (`pooler.dense`, tanh over `[CLS]`). Checkpoints
     /// that include it load cleanly only when this is true.
     pub with_pooler: bool,
+    /// Bottleneck width of Houlsby adapters after every attention and feed-forward block;
+    /// `None` (the default, and what checkpoints hold) builds none.
+    pub adapter_size: Option<usize>,
 }
 
 impl Default for BertConfig {
@@ -50,6 +53,7 @@ impl Default for BertConfig {
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
             with_pooler: true,
+            adapter_size: None,
         }
     }
 }
@@ -114,6 +118,13 @@ impl BertConfig {
             if value == 0 {
                 return Err(TransferError::config(name, 0, "must be at least 1"));
             }
+        }
+        if self.adapter_size == Some(0) {
+            return Err(TransferError::config(
+                "adapter_size",
+                0,
+                "an adapter needs a bottleneck of at least 1 (or None for no adapters)",
+            ));
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(TransferError::config(

@@ -3,6 +3,7 @@
 //! since `self` is a Rust keyword).
 
 use super::BertConfig;
+use crate::adapter::{BottleneckAdapter, BottleneckConfig};
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -119,13 +120,18 @@ impl<B: Backend> BertSelfAttention<B> {
     }
 }
 
-/// Dense + dropout + residual + LayerNorm (HF `BertSelfOutput` and `BertOutput`).
+/// Dense + dropout (+ bottleneck adapter) + residual + LayerNorm (HF `BertSelfOutput` and
+/// `BertOutput`).
 #[derive(Module, Debug)]
 pub struct BertResidualOutput<B: Backend> {
     /// The projection.
     pub dense: Linear<B>,
     /// Normalisation after the residual sum.
     pub layer_norm: LayerNorm<B>,
+    /// Houlsby's placement: a bottleneck adapter on the sub-layer's output, before the
+    /// residual sum and the norm. Absent in pretrained checkpoints; see
+    /// [`Bert::with_adapters`](super::Bert::with_adapters).
+    pub adapter: Option<BottleneckAdapter<B>>,
     dropout: Dropout,
 }
 
@@ -134,13 +140,27 @@ impl<B: Backend> BertResidualOutput<B> {
         Self {
             dense: LinearConfig::new(d_in, c.hidden_size).init(device),
             layer_norm: layer_norm(c, device),
+            // `validate` refused a zero size, the only way `init` fails.
+            adapter: c
+                .adapter_size
+                .and_then(|n| BottleneckConfig::new(c.hidden_size, n).init(device).ok()),
             dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
         }
     }
 
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.layer_norm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+        let h = self.dropout.forward(self.dense.forward(x));
+        let h = match &self.adapter {
+            Some(adapter) => adapter.forward(h),
+            None => h,
+        };
+        self.layer_norm.forward(h + residual)
+    }
+
+    pub(crate) fn add_adapter(&mut self, size: usize, device: &B::Device) -> crate::Result<()> {
+        let width = self.layer_norm.gamma.dims()[0];
+        self.adapter = Some(BottleneckConfig::new(width, size).init(device)?);
+        Ok(())
     }
 }
 

@@ -191,6 +191,21 @@ impl<B: Backend> Bert<B> {
         }
     }
 
+    /// Adds a Houlsby bottleneck adapter (`hidden → size → hidden`, up-projection at zero,
+    /// so the output is unchanged until it trains) after every attention and feed-forward
+    /// block — typically to a model just loaded with
+    /// [`from_pretrained`](Self::from_pretrained). Train the adapters (and, as Houlsby
+    /// does, the layer norms) with everything else frozen:
+    /// `model.freeze().unfreeze_matching(Selector::globs(["*.adapter", "*.layer_norm", "head"])?)`.
+    pub fn with_adapters(mut self, size: usize, device: &B::Device) -> Result<Self> {
+        for layer in &mut self.encoder.layer {
+            layer.attention.output.add_adapter(size, device)?;
+            layer.output.add_adapter(size, device)?;
+        }
+        crate::freeze::materialize(&self);
+        Ok(self)
+    }
+
     /// Width of the hidden states.
     pub fn hidden_size(&self) -> usize {
         self.hidden_size
