@@ -74,10 +74,9 @@ fn main() -> burn_transfer::Result<()> {
     let (imagenet, report) = MobileNetV2::<B>::imagenet(&weights, &device)?;
     println!("loaded {}: {}", weights.display(), report.summary_line());
     let (body, _) = imagenet.into_parts();
-    let tuner = |lr: f64, epochs: usize| {
+    let tuner = |lr: f64| {
         FineTuner::<B>::new()
             .learning_rate(lr)
-            .epochs(epochs)
             .seed(SEED)
             .monitor(Monitor::TrainLoss)
             .verbose(false)
@@ -86,22 +85,13 @@ fn main() -> burn_transfer::Result<()> {
         B::seed(&device, SEED);
         LinearHead::new(1280, 5, &device)
     };
+    let data = (&train_b, &test_b);
     let mut rows = Vec::new();
 
     // Frozen body, new head: the body runs on the inner backend, in inference mode (its
     // BatchNorm keeps ImageNet's statistics).
     let model = TransferModel::new(Frozen::new(body.clone()), head()?)?;
-    let epochs = 6;
-    let started = Instant::now();
-    let model = tuner(1e-3, epochs)
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    rows.push((
-        "pretrained, frozen body",
-        evaluate(&model.valid(), &test_b)?.accuracy,
-        secs,
-    ));
+    rows.push(run("pretrained, frozen body", model, tuner(1e-3), 6, data)?);
 
     // The seed's partial fine-tuning: the last three blocks, the last convolution and the
     // head train; the rest stays frozen (autodiff skips the backward pass through it).
@@ -111,66 +101,71 @@ fn main() -> burn_transfer::Result<()> {
             "backbone.blocks.1[456].*",
             "backbone.last.*",
         ])?)?;
-    let (trainable, total) = (
-        model.param_summary().trainable(),
-        model.param_summary().total(),
+    let summary = model.param_summary();
+    println!(
+        "partial fine-tune trains {} of {} parameters",
+        summary.trainable(),
+        summary.total()
     );
-    let epochs = 3;
-    let started = Instant::now();
-    let model = tuner(1e-4, epochs)
-        .group("head", 1e-3)?
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    println!("partial fine-tune trains {trainable} of {total} parameters");
-    rows.push((
-        "pretrained, last blocks",
-        evaluate(&model.valid(), &test_b)?.accuracy,
-        secs,
-    ));
+    let tuned = tuner(1e-4).group("head", 1e-3)?;
+    rows.push(run("pretrained, last blocks", model, tuned, 3, data)?);
 
     // Everything fine-tuned: the body at 1e-4, the new head at 1e-3. Convolution backward
     // is the slow path of burn's CPU backends (see the performance issue), so one epoch.
     let model = TransferModel::new(body, head()?)?;
-    let epochs = 1;
-    let started = Instant::now();
-    let model = tuner(1e-4, epochs)
-        .group("head", 1e-3)?
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    rows.push((
-        "pretrained, full fine-tune",
-        evaluate(&model.valid(), &test_b)?.accuracy,
-        secs,
-    ));
+    let tuned = tuner(1e-4).group("head", 1e-3)?;
+    rows.push(run("pretrained, full fine-tune", model, tuned, 1, data)?);
 
     // The same network from random initialisation, same budget, a learning rate suited to it.
     B::seed(&device, SEED);
     let random = MobileNetV2::<B>::new(&MobileNetV2Config::default(), &device)?;
     let model = TransferModel::new(random, head()?)?;
-    let started = Instant::now();
-    let model = tuner(1e-3, epochs)
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    rows.push((
+    rows.push(run(
         "random init, full training",
-        evaluate(&model.valid(), &test_b)?.accuracy,
-        secs,
-    ));
+        model,
+        tuner(1e-3),
+        1,
+        data,
+    )?);
 
     println!();
     println!("{:<28} {:>9} {:>9}", "", "accuracy", "s/epoch");
     for (name, acc, secs) in &rows {
         println!("{name:<28} {:>8.1}% {secs:>9.1}", acc * 100.0);
     }
-    let pretrained = rows[0].1.max(rows[1].1);
-    if pretrained <= rows[2].1 {
+    let pretrained = rows[..3].iter().map(|r| r.1).fold(0.0, f64::max);
+    if pretrained <= rows[3].1 {
         eprintln!("the pretrained network did not beat random initialisation");
         std::process::exit(1);
     }
     Ok(())
+}
+
+type Images<Bk> = Vec<ClassificationBatch<Bk, Tensor<Bk, 4>>>;
+
+/// Trains `model` for `epochs`, then measures test accuracy: (name, accuracy, s/epoch).
+fn run<M>(
+    name: &'static str,
+    model: M,
+    tuner: FineTuner<B>,
+    epochs: usize,
+    (train, test): (&Images<B>, &Images<Inner>),
+) -> burn_transfer::Result<(&'static str, f64, f64)>
+where
+    M: AutodiffModule<B> + Classifier<B, Input = Tensor<B, 4>>,
+    M::InnerModule: Classifier<Inner, Input = Tensor<Inner, 4>>,
+{
+    let started = Instant::now();
+    let model = tuner
+        .epochs(epochs)
+        .fit_without_validation(model, train)?
+        .model;
+    let seconds_per_epoch = started.elapsed().as_secs_f64() / epochs as f64;
+    Ok((
+        name,
+        evaluate(&model.valid(), test)?.accuracy,
+        seconds_per_epoch,
+    ))
 }
 
 fn missing(what: &str, command: &str) -> burn_transfer::Result<()> {
@@ -210,10 +205,7 @@ fn load(dir: &Path, split: &str, per_class: usize) -> (Vec<u8>, Vec<i64>) {
 
 /// Batches of `[BATCH, 3, SIZE, SIZE]` images, resized bilinearly and normalised with
 /// ImageNet's channel means and deviations.
-fn batches<Bk: Backend>(
-    (pixels, labels): &(Vec<u8>, Vec<i64>),
-    device: &Bk::Device,
-) -> Vec<ClassificationBatch<Bk, Tensor<Bk, 4>>> {
+fn batches<Bk: Backend>((pixels, labels): &(Vec<u8>, Vec<i64>), device: &Bk::Device) -> Images<Bk> {
     let mean = Tensor::<Bk, 1>::from_floats([0.485, 0.456, 0.406], device).reshape([1, 3, 1, 1]);
     let std = Tensor::<Bk, 1>::from_floats([0.229, 0.224, 0.225], device).reshape([1, 3, 1, 1]);
     labels

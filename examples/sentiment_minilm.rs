@@ -35,7 +35,8 @@ use std::time::Instant;
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
 type Batches = Vec<ClassificationBatch<B, BertInput<B>>>;
-type Classifier<Bk> = TransferModel<Bk, Pooled<Bk, Bert<Bk>>, LinearHead<Bk>>;
+type TestBatches = Vec<ClassificationBatch<Inner, BertInput<Inner>>>;
+type SentimentModel<Bk> = TransferModel<Bk, Pooled<Bk, Bert<Bk>>, LinearHead<Bk>>;
 
 const SEED: u64 = 7;
 const MAX_LEN: usize = 48;
@@ -82,7 +83,7 @@ fn main() -> burn_transfer::Result<()> {
         test.len()
     );
     let train_b: Batches = batches(&tokenizer, &train, &device)?;
-    let test_b = batches::<Inner>(&tokenizer, &test, &device)?;
+    let test_b: TestBatches = batches(&tokenizer, &test, &device)?;
     let unk = tokenizer.token_id("[UNK]").unwrap_or(100);
     let (mut tokens, mut unknown) = (0usize, 0usize);
     for (text, _) in &train {
@@ -103,14 +104,14 @@ fn main() -> burn_transfer::Result<()> {
         B::seed(&device, SEED);
         LinearHead::new(384, 2, &device)
     };
-    let tuner = |lr: f64, epochs: usize| {
+    let tuner = |lr: f64| {
         FineTuner::<B>::new()
             .learning_rate(lr)
-            .epochs(epochs)
             .seed(SEED)
             .monitor(Monitor::TrainLoss)
             .verbose(false)
     };
+    let data = (&train_b, &test_b);
     let mut rows = Vec::new();
 
     // 1. Head only: the body is frozen by type and runs without an autodiff graph.
@@ -118,15 +119,8 @@ fn main() -> burn_transfer::Result<()> {
         Frozen::new(Pooled::new(pretrained()?, Pooling::Mean)),
         head()?,
     )?;
-    let (trainable, total) = counts(&model);
-    let epochs = 8;
-    let started = Instant::now();
-    let model = tuner(1e-2, epochs)
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    let acc = evaluate(&model.valid(), &test_b)?.accuracy;
-    rows.push(("head only (frozen MiniLM)", trainable, total, acc, secs));
+    let (_, row) = run("head only (frozen MiniLM)", model, tuner(1e-2), 8, data)?;
+    rows.push(row);
 
     // 2. LoRA r = 8 on the attention's query and value projections, plus the head.
     let model = LoraModel::new(
@@ -139,35 +133,22 @@ fn main() -> burn_transfer::Result<()> {
         ),
     )?
     .unfreeze_base("head")?;
-    let (trainable, total) = counts(&model);
-    let epochs = 2;
-    let started = Instant::now();
-    let model = tuner(1e-3, epochs)
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    let acc = evaluate(&model.valid(), &test_b)?.accuracy;
-    model.save_adapter(&out_dir.join("adapter"))?;
-    rows.push((
+    let (model, row) = run(
         "LoRA r=8 (query, value) + head",
-        trainable,
-        total,
-        acc,
-        secs,
-    ));
+        model,
+        tuner(1e-3),
+        2,
+        data,
+    )?;
+    model.save_adapter(&out_dir.join("adapter"))?;
+    rows.push(row);
 
     // 3. Full fine-tuning at lr 2e-5 (the new head at 1e-3: it starts from random).
     let model = TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean), head()?)?;
-    let (trainable, total) = counts(&model);
-    let started = Instant::now();
-    let model = tuner(2e-5, epochs)
-        .group("head", 1e-3)?
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    let acc = evaluate(&model.valid(), &test_b)?.accuracy;
+    let tuned = tuner(2e-5).group("head", 1e-3)?;
+    let (model, row) = run("full fine-tune (lr 2e-5)", model, tuned, 2, data)?;
     save_model(&model, &out_dir.join("model_finetuned.mpk"))?;
-    rows.push(("full fine-tune (lr 2e-5)", trainable, total, acc, secs));
+    rows.push(row);
 
     // 4. From scratch: a small BERT (2 layers, width 128) on the same ids and split.
     B::seed(&device, SEED);
@@ -176,26 +157,22 @@ fn main() -> burn_transfer::Result<()> {
         Pooled::new(Bert::<B>::new(&small, &device)?, Pooling::Mean),
         LinearHead::new(128, 2, &device)?,
     )?;
-    let (trainable, total) = counts(&model);
-    let epochs = 4;
-    let started = Instant::now();
-    let model = tuner(1e-3, epochs)
-        .fit_without_validation(model, &train_b)?
-        .model;
-    let secs = started.elapsed().as_secs_f64() / epochs as f64;
-    let acc = evaluate(&model.valid(), &test_b)?.accuracy;
-    rows.push(("small BERT from scratch", trainable, total, acc, secs));
+    let (_, row) = run("small BERT from scratch", model, tuner(1e-3), 4, data)?;
+    rows.push(row);
 
     println!();
     println!(
         "{:<32} {:>9} {:>12} {:>8} {:>10}",
         "", "accuracy", "trainable", "share", "s/epoch"
     );
-    for (name, trainable, total, acc, secs) in &rows {
+    for r in &rows {
         println!(
-            "{name:<32} {:>8.1}% {trainable:>12} {:>7.2}% {secs:>10.1}",
-            acc * 100.0,
-            100.0 * *trainable as f64 / *total as f64
+            "{:<32} {:>8.1}% {:>12} {:>7.2}% {:>10.1}",
+            r.name,
+            r.accuracy * 100.0,
+            r.trainable,
+            100.0 * r.trainable as f64 / r.total as f64,
+            r.seconds_per_epoch
         );
     }
     println!(
@@ -205,10 +182,10 @@ fn main() -> burn_transfer::Result<()> {
     );
     // Reported, not asserted: with most characters unknown to MiniLM's English vocabulary
     // the margin over scratch is a few points on 400 test reviews (see README).
-    let best = rows[..3].iter().map(|r| r.3).fold(0.0, f64::max);
+    let best = rows[..3].iter().map(|r| r.accuracy).fold(0.0, f64::max);
     println!(
         "best pretrained variant vs scratch: {:+.1} points",
-        (best - rows[3].3) * 100.0
+        (best - rows[3].accuracy) * 100.0
     );
     Ok(())
 }
@@ -218,9 +195,43 @@ fn missing(what: &str) -> burn_transfer::Result<()> {
     std::process::exit(2);
 }
 
-fn counts<M: Freeze<B>>(m: &M) -> (usize, usize) {
-    let s = m.param_summary();
-    (s.trainable(), s.total())
+/// One line of the comparison.
+struct Row {
+    name: &'static str,
+    accuracy: f64,
+    trainable: usize,
+    total: usize,
+    seconds_per_epoch: f64,
+}
+
+/// Trains `model` for `epochs` on the training batches, then measures test accuracy.
+fn run<M>(
+    name: &'static str,
+    model: M,
+    tuner: FineTuner<B>,
+    epochs: usize,
+    (train, test): (&Batches, &TestBatches),
+) -> burn_transfer::Result<(M, Row)>
+where
+    M: AutodiffModule<B> + Classifier<B, Input = BertInput<B>>,
+    M::InnerModule: Classifier<Inner, Input = BertInput<Inner>>,
+{
+    let summary = model.param_summary();
+    let started = Instant::now();
+    let model = tuner
+        .epochs(epochs)
+        .fit_without_validation(model, train)?
+        .model;
+    let seconds_per_epoch = started.elapsed().as_secs_f64() / epochs as f64;
+    let accuracy = evaluate(&model.valid(), test)?.accuracy;
+    let row = Row {
+        name,
+        accuracy,
+        trainable: summary.trainable(),
+        total: summary.total(),
+        seconds_per_epoch,
+    };
+    Ok((model, row))
 }
 
 /// Loads `model_finetuned.mpk` and classifies one sentence.
@@ -232,7 +243,7 @@ fn predict(
 ) -> burn_transfer::Result<()> {
     let device = Default::default();
     let config = BertConfig::from_json_file(minilm.join("config.json"))?;
-    let model: Classifier<Inner> = TransferModel::new(
+    let model: SentimentModel<Inner> = TransferModel::new(
         Pooled::new(Bert::new(&config, &device)?, Pooling::Mean),
         LinearHead::new(config.hidden_size, 2, &device)?,
     )?;

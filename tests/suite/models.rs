@@ -219,10 +219,6 @@ fn resnet_18_and_50_load_torchvision_state_dicts_strictly() {
     }
 
     // A ResNet-18 file into a ResNet-50 is an error naming the keys, never a panic.
-    let r18 = ResNetConfig {
-        base_width: 8,
-        ..ResNetConfig::resnet18()
-    };
     let r50 = ResNetConfig {
         base_width: 8,
         ..ResNetConfig::resnet50()
@@ -232,7 +228,6 @@ fn resnet_18_and_50_load_torchvision_state_dicts_strictly() {
         .to_string();
     assert!(err.contains("conv3"), "{err}");
     assert!(err.contains("shape mismatch"), "{err}");
-    let _ = r18;
 }
 
 #[test]
