@@ -48,22 +48,40 @@ pub(crate) fn check_legacy_records(path: &Path, element_sizes: &[usize]) -> Resu
     }
 }
 
-/// Depth-first: can `left` records starting at `at` end exactly at the end of `data`?
-fn walk(data: &[u8], at: usize, left: usize, sizes: &[usize], budget: &mut usize) -> bool {
-    if left == 0 {
-        return at == data.len();
+/// Depth-first search, with an explicit stack (a checkpoint can hold thousands of
+/// storages): can `storages` records starting at `at` end exactly at the end of `data`?
+/// Each try of an element size spends one unit of `budget`.
+fn walk(data: &[u8], at: usize, storages: usize, sizes: &[usize], budget: &mut usize) -> bool {
+    // (position, records still to read, index of the next element size to try there)
+    let mut stack = vec![(at, storages, 0usize)];
+    while let Some(top) = stack.last_mut() {
+        let (pos, left, next) = *top;
+        if left == 0 {
+            if pos == data.len() {
+                return true;
+            }
+            stack.pop();
+            continue;
+        }
+        if next == sizes.len() || pos + 8 > data.len() {
+            stack.pop();
+            continue;
+        }
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        top.2 += 1;
+        let count = u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes")) as usize;
+        let end = count
+            .checked_mul(sizes[next])
+            .and_then(|n| n.checked_add(pos + 8))
+            .filter(|&end| end <= data.len());
+        if let Some(end) = end {
+            stack.push((end, left - 1, 0));
+        }
     }
-    if *budget == 0 || at + 8 > data.len() {
-        return false;
-    }
-    *budget -= 1;
-    let count = u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes")) as usize;
-    sizes.iter().any(|&size| {
-        count
-            .checked_mul(size)
-            .and_then(|n| n.checked_add(at + 8))
-            .is_some_and(|next| next <= data.len() && walk(data, next, left - 1, sizes, budget))
-    })
+    false
 }
 
 #[cfg(test)]
@@ -86,5 +104,8 @@ mod tests {
         assert!(!walk(&data[..data.len() - 1], 0, 3, &[4, 8], &mut 1000));
         assert!(!walk(&data, 0, 2, &[4, 8], &mut 1000));
         assert!(!walk(&data, 0, 3, &[4], &mut 1000));
+        // Thousands of storages do not recurse.
+        let many: Vec<u8> = (0..20_000).flat_map(|_| record(1, 4)).collect();
+        assert!(walk(&many, 0, 20_000, &[4, 8], &mut 1_000_000));
     }
 }
