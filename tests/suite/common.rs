@@ -162,3 +162,23 @@ pub fn items(seed: u64) -> Vec<(Vec<f32>, i64)> {
         .map(|i| (x[i * 8..(i + 1) * 8].to_vec(), y[i]))
         .collect()
 }
+
+/// Runs `test` alone in a child process of this test binary. burn's backend random
+/// generator is one global state: tests running in parallel threads would draw from it
+/// between the seeded steps of the run being compared, so determinism is checked where no
+/// other test runs.
+pub fn isolated(test: &str, env: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{test} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 passed"), "{test} did not run:\n{stdout}");
+}

@@ -71,29 +71,9 @@ impl BatchSource<Batch<B>> for Crashing {
     }
 }
 
-/// Runs `test` alone in a child process of this test binary. burn's backend random
-/// generator is one global state: tests running in parallel threads would draw from it
-/// between the seeded steps of the run being compared, so determinism is checked where no
-/// other test runs.
-fn isolated(test: &str, env: &str) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(env, "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{test} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("1 passed"), "{test} did not run:\n{stdout}");
-}
-
 #[test]
 fn an_interrupted_and_resumed_run_ends_bitwise_identical() {
-    isolated("resume::resume_child", "BURN_TRANSFER_RESUME_TEST");
+    crate::common::isolated("resume::resume_child", "BURN_TRANSFER_RESUME_TEST");
 }
 
 /// The child side of the test above; does nothing in a normal run.
