@@ -44,6 +44,7 @@
 pub mod adapter;
 pub mod backbone;
 pub mod checkpoint;
+pub mod conv;
 pub mod distill;
 pub mod error;
 pub mod finetune;

@@ -57,7 +57,7 @@ pub type ValidBatch<B, M> =
     ClassificationBatch<<B as AutodiffBackend>::InnerBackend, InnerInput<B, M>>;
 
 /// Stands for the absent validation source of `fit_without_validation`.
-struct NoData;
+pub(crate) struct NoData;
 
 impl<T: 'static> BatchSource<T> for NoData {
     fn epoch(&self) -> Box<dyn Iterator<Item = (T, f64)> + '_> {
@@ -122,7 +122,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
         self.fit_classifier::<M, T, NoData>(model, train, None)
     }
 
-    fn fit_classifier<M, T, V>(
+    pub(crate) fn fit_classifier<M, T, V>(
         &self,
         model: M,
         train: &T,

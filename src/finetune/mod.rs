@@ -24,6 +24,7 @@
 //! ```
 
 mod early_stopping;
+mod feature_cache;
 pub(crate) mod fit;
 mod history;
 mod optim;
@@ -33,6 +34,7 @@ pub(crate) mod session;
 mod task;
 
 pub use early_stopping::{BestTracker, EarlyStopping, Monitor, Observation};
+pub use feature_cache::{CachedFeatures, HeadOnCache};
 pub use fit::{FitOutcome, ValidBatch};
 pub use history::{EpochMetrics, History};
 pub use optim::{LrGroup, OptimizerKind};

@@ -77,6 +77,15 @@ impl<B: Backend, Bb: Backbone<B>, H: Head<B>> TransferModel<B, Bb, H> {
         TransferModel::new(self.backbone, head)
     }
 
+    /// Rebuilds a model from parts that came out of one whose widths were checked.
+    pub(crate) fn from_checked_parts(backbone: Bb, head: H) -> Self {
+        Self {
+            backbone,
+            head,
+            _backend: PhantomData,
+        }
+    }
+
     /// The parts, for reuse elsewhere.
     pub fn into_parts(self) -> (Bb, H) {
         (self.backbone, self.head)

@@ -3,6 +3,7 @@
 mod common;
 mod distill;
 mod errors;
+mod feature_cache;
 mod finetune;
 mod freeze;
 mod import;

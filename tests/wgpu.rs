@@ -1,0 +1,177 @@
+//! The crate on burn-wgpu (`cargo test --features wgpu --test wgpu`): the same model, data
+//! and steps give what ndarray gives, within float tolerance. On a machine without a GPU it
+//! runs on Mesa's software Vulkan driver (lavapipe; Debian `mesa-vulkan-drivers`), which is
+//! slow to start, so everything is checked in one test on tiny shapes.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::module::Module;
+use burn::nn::conv::Conv2dConfig;
+use burn::prelude::*;
+use burn::tensor::Tolerance;
+use burn_transfer::checkpoint::{load_model_bytes, model_to_bytes};
+use burn_transfer::conv::GemmConv2d;
+use burn_transfer::finetune::Monitor;
+use burn_transfer::loss::{DistillLossConfig, DistillTargets};
+use burn_transfer::prelude::*;
+use std::path::Path;
+
+type C = Autodiff<NdArray>;
+type G = Autodiff<Wgpu>;
+
+/// The same module on another backend, through the checkpoint bytes.
+fn moved<M1: Module<C>, M2: Module<G>>(from: &M1, empty: M2) -> M2 {
+    let bytes = model_to_bytes::<C, M1>(from).unwrap();
+    load_model_bytes(empty, bytes, Path::new("memory"), &Default::default()).unwrap()
+}
+
+fn tensor<Bk: Backend, const D: usize>(values: &[f32], shape: [usize; D]) -> Tensor<Bk, D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+}
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+fn tol() -> Tolerance<f32> {
+    Tolerance::rel_abs(1e-3, 1e-4)
+}
+
+#[test]
+fn wgpu_gives_what_ndarray_gives() {
+    let (cd, gd) = (Default::default(), Default::default());
+
+    // Fine-tuning steps (AdamW, head group, flag-frozen first layer).
+    let cpu =
+        TransferModel::with_linear_head(MlpBackbone::<C>::new(&[6, 12, 8], &cd).unwrap(), 3, &cd)
+            .unwrap();
+    let gpu = moved(
+        &cpu,
+        TransferModel::with_linear_head(MlpBackbone::<G>::new(&[6, 12, 8], &gd).unwrap(), 3, &gd)
+            .unwrap(),
+    );
+    let (cpu, gpu) = (
+        cpu.freeze_matching("backbone.layers.0").unwrap(),
+        gpu.freeze_matching("backbone.layers.0").unwrap(),
+    );
+    let x = values(5 * 6, 7);
+    let y = [0i64, 1, 2, 1, 0];
+    let tuner_c = FineTuner::<C>::new().learning_rate(1e-2).verbose(false);
+    let tuner_g = FineTuner::<G>::new().learning_rate(1e-2).verbose(false);
+    let mut sc = tuner_c.session(cpu).unwrap();
+    let mut sg = tuner_g.session(gpu).unwrap();
+    sc.begin_epoch(1).unwrap();
+    sg.begin_epoch(1).unwrap();
+    for _ in 0..3 {
+        let bc = ClassificationBatch::new(
+            tensor::<C, 2>(&x, [5, 6]),
+            Tensor::from_data(TensorData::new(y.to_vec(), [5]), &cd),
+        );
+        let bg = ClassificationBatch::new(
+            tensor::<G, 2>(&x, [5, 6]),
+            Tensor::from_data(TensorData::new(y.to_vec(), [5]), &gd),
+        );
+        let (lc, lg) = (
+            sc.train_step(bc, 0.5).unwrap(),
+            sg.train_step(bg, 0.5).unwrap(),
+        );
+        assert!(
+            (lc.loss - lg.loss).abs() < 1e-4,
+            "{} vs {}",
+            lc.loss,
+            lg.loss
+        );
+    }
+    let (mc, mg) = (sc.into_model(), sg.into_model());
+    let probe_c = mc.forward(tensor::<C, 2>(&x, [5, 6]));
+    let probe_g = mg.forward(tensor::<G, 2>(&x, [5, 6]));
+    probe_g
+        .into_data()
+        .assert_approx_eq::<f32>(&probe_c.into_data(), tol());
+
+    // The distillation loss, forward and gradient.
+    let s = values(4 * 5, 3);
+    let t = values(4 * 5, 11);
+    let loss = DistillLossConfig::new().temperature(4.0).alpha(0.7);
+    let labels = [0i64, 4, 2, 1];
+    let grad = |loss_c: Tensor<C, 1>, s: Tensor<C, 2>| s.grad(&loss_c.backward()).unwrap();
+    let sc = tensor::<C, 2>(&s, [4, 5]).require_grad();
+    let out_c = loss
+        .init::<C>(&cd)
+        .unwrap()
+        .forward(
+            DistillTargets::new(sc.clone(), tensor(&t, [4, 5])).with_labels(Tensor::from_data(
+                TensorData::new(labels.to_vec(), [4]),
+                &cd,
+            )),
+            1,
+        )
+        .unwrap()
+        .total;
+    let sg = tensor::<G, 2>(&s, [4, 5]).require_grad();
+    let out_g = loss
+        .init::<G>(&gd)
+        .unwrap()
+        .forward(
+            DistillTargets::new(sg.clone(), tensor(&t, [4, 5])).with_labels(Tensor::from_data(
+                TensorData::new(labels.to_vec(), [4]),
+                &gd,
+            )),
+            1,
+        )
+        .unwrap()
+        .total;
+    out_g
+        .clone()
+        .into_data()
+        .assert_approx_eq::<f32>(&out_c.clone().into_data(), tol());
+    let gg = sg.grad(&out_g.backward()).unwrap();
+    gg.into_data()
+        .assert_approx_eq::<f32>(&grad(out_c, sc).into_data(), tol());
+
+    // GemmConv2d on wgpu against burn's convolution on ndarray, forward and weight gradient.
+    let conv_c =
+        GemmConv2d::<C>::new(&Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 1]), &cd).unwrap();
+    let conv_g = moved(
+        &conv_c,
+        GemmConv2d::<G>::new(&Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 1]), &gd).unwrap(),
+    );
+    let xi = values(2 * 2 * 7 * 6, 5);
+    let yc = conv_c
+        .to_conv2d()
+        .forward(tensor::<C, 4>(&xi, [2, 2, 7, 6]));
+    let yg = conv_g.forward(tensor::<G, 4>(&xi, [2, 2, 7, 6]));
+    let wc = conv_c
+        .weight
+        .val()
+        .grad(&yc.clone().sum().backward())
+        .unwrap();
+    let wg = conv_g
+        .weight
+        .val()
+        .grad(&yg.clone().sum().backward())
+        .unwrap();
+    yg.into_data()
+        .assert_approx_eq::<f32>(&yc.into_data(), tol());
+    wg.into_data()
+        .assert_approx_eq::<f32>(&wc.into_data(), tol());
+
+    // Head-only training on cached features runs on wgpu and learns.
+    let body = Frozen::new(MlpBackbone::<G>::new(&[6, 12], &gd).unwrap());
+    let model = TransferModel::with_linear_head(body, 3, &gd).unwrap();
+    let train = vec![ClassificationBatch::new(
+        tensor::<G, 2>(&x, [5, 6]),
+        Tensor::from_data(TensorData::new(y.to_vec(), [5]), &gd),
+    )];
+    let outcome = FineTuner::<G>::new()
+        .epochs(20)
+        .learning_rate(5e-2)
+        .verbose(false)
+        .monitor(Monitor::TrainLoss)
+        .fit_frozen_backbone_without_validation(model, &train)
+        .unwrap();
+    let h = &outcome.history.epochs;
+    assert!(h.last().unwrap().train_loss < h[0].train_loss, "{h:?}");
+}
