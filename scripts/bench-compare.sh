@@ -2,7 +2,7 @@
 # Runs PyTorch's reference (torch_ref.py) and this crate's workload benchmark alternately on
 # this machine, and prints the ratios (ours / PyTorch, steps/s medians) for every backend.
 #
-#   scripts/bench-compare.sh                 # 2 rounds, backends ndarray and flex
+#   scripts/bench-compare.sh                 # 3 rounds, backends ndarray and flex
 #   ROUNDS=1 BACKENDS=flex scripts/bench-compare.sh
 #
 # Needs PyTorch in a virtualenv (see ../shared/bench/README.md):
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 TORCH_PY="${TORCH_PY:-$HOME/torchref/bin/python}"
 TORCH_REF="${TORCH_REF:-../shared/bench/torch_ref.py}"
 OUT="${OUT:-bench-results}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-3}"
 BACKENDS="${BACKENDS:-ndarray flex}"
 FEATURES="${FEATURES:-flex}"
 EXTRA="${EXTRA:-}"
@@ -38,4 +38,4 @@ for round in $(seq 1 "$ROUNDS"); do
       --json "$OUT/${backend}_r$round.json" --torch "$OUT/torch_r$round.json" $EXTRA
   done
 done
-echo "results in $OUT/"
+echo "results in $OUT/; table: scripts/bench-table.py $OUT"

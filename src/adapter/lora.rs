@@ -182,10 +182,16 @@ impl<B: Backend> LoraAdapter<B> {
                 Tensor::<B, 2>::random([1, fan_in], Distribution::Bernoulli(1.0 - p), &a.device());
             a = a * keep.div_scalar(1.0 - p);
         }
-        let ba = b.matmul(a).mul_scalar(self.config.scale());
+        let scale = self.config.scale();
         match self.targets[i].kind {
-            LoraKind::Linear | LoraKind::Embedding => ba.transpose(),
-            LoraKind::Conv2d => ba,
+            // `(B·A)ᵀ` computed as `Aᵀ·Bᵀ`: the transposes are of the small `r`-row factors,
+            // and the product comes out row-major. Transposing the full-size `B·A` instead
+            // made ndarray copy a weight-sized strided view on every forward pass (27% of a
+            // LoRA forward on the 784→1024³ MLP, measured with perf).
+            LoraKind::Linear | LoraKind::Embedding => {
+                a.transpose().matmul(b.transpose()).mul_scalar(scale)
+            }
+            LoraKind::Conv2d => b.matmul(a).mul_scalar(scale),
         }
     }
 }

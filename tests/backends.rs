@@ -1,14 +1,16 @@
-//! The crate on burn-wgpu (`cargo test --features wgpu --test wgpu`): the same model, data
-//! and steps give what ndarray gives, within float tolerance. On a machine without a GPU it
-//! runs on Mesa's software Vulkan driver (lavapipe; Debian `mesa-vulkan-drivers`), which is
-//! slow to start, so everything is checked in one test on tiny shapes.
-#![cfg(feature = "wgpu")]
+//! The crate on burn's other backends (`cargo test --features "wgpu flex" --test backends`):
+//! the same model, data and steps give what ndarray gives, within float tolerance. burn-wgpu
+//! on a machine without a GPU runs on Mesa's software Vulkan driver (lavapipe; Debian
+//! `mesa-vulkan-drivers`), which is slow to start, so everything is checked in one test per
+//! backend on tiny shapes.
+#![cfg(any(feature = "wgpu", feature = "flex"))]
 
-use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
 use burn::prelude::*;
 use burn::tensor::Tolerance;
+use burn::tensor::backend::AutodiffBackend;
 use burn_transfer::checkpoint::{load_model_bytes, model_to_bytes};
 use burn_transfer::conv::GemmConv2d;
 use burn_transfer::finetune::Monitor;
@@ -17,10 +19,9 @@ use burn_transfer::prelude::*;
 use std::path::Path;
 
 type C = Autodiff<NdArray>;
-type G = Autodiff<Wgpu>;
 
 /// The same module on another backend, through the checkpoint bytes.
-fn moved<M1: Module<C>, M2: Module<G>>(from: &M1, empty: M2) -> M2 {
+fn moved<G: Backend, M1: Module<C>, M2: Module<G>>(from: &M1, empty: M2) -> M2 {
     let bytes = model_to_bytes::<C, M1>(from).unwrap();
     load_model_bytes(empty, bytes, Path::new("memory"), &Default::default()).unwrap()
 }
@@ -39,8 +40,19 @@ fn tol() -> Tolerance<f32> {
     Tolerance::rel_abs(1e-3, 1e-4)
 }
 
+#[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_gives_what_ndarray_gives() {
+    gives_what_ndarray_gives::<Autodiff<burn::backend::Wgpu>>();
+}
+
+#[cfg(feature = "flex")]
+#[test]
+fn flex_gives_what_ndarray_gives() {
+    gives_what_ndarray_gives::<Autodiff<burn::backend::Flex>>();
+}
+
+fn gives_what_ndarray_gives<G: AutodiffBackend>() {
     let (cd, gd) = (Default::default(), Default::default());
 
     // Fine-tuning steps (AdamW, head group, flag-frozen first layer).
@@ -131,7 +143,7 @@ fn wgpu_gives_what_ndarray_gives() {
     gg.into_data()
         .assert_approx_eq::<f32>(&grad(out_c, sc).into_data(), tol());
 
-    // GemmConv2d on wgpu against burn's convolution on ndarray, forward and weight gradient.
+    // GemmConv2d on this backend against burn's convolution on ndarray, forward and weight gradient.
     let conv_c =
         GemmConv2d::<C>::new(&Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 1]), &cd).unwrap();
     let conv_g = moved(
@@ -158,7 +170,7 @@ fn wgpu_gives_what_ndarray_gives() {
     wg.into_data()
         .assert_approx_eq::<f32>(&wc.into_data(), tol());
 
-    // Head-only training on cached features runs on wgpu and learns.
+    // Head-only training on cached features runs on this backend and learns.
     let body = Frozen::new(MlpBackbone::<G>::new(&[6, 12], &gd).unwrap());
     let model = TransferModel::with_linear_head(body, 3, &gd).unwrap();
     let train = vec![ClassificationBatch::new(
