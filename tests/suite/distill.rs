@@ -138,6 +138,10 @@ fn unlabelled_distillation_child() {
     if std::env::var("BURN_TRANSFER_UNLABELLED_TEST").is_err() {
         return;
     }
+    // Unseeded, burn draws the initial weights from OS entropy: seed them, so the run is
+    // the same every time. (Over seeds 0–19, 20 epochs raised agreement on every one; 6
+    // epochs left seed 9 at 0.55 → 0.50, which is how this test once failed in CI.)
+    <Inner as Backend>::seed(&device(), 7);
     let inputs: Vec<Tensor<B, 2>> = batches::<B>(4, 16, 8, 4)
         .into_iter()
         .map(|b| b.inputs)
@@ -146,7 +150,7 @@ fn unlabelled_distillation_child() {
     let distiller = Distiller::new(
         teacher(),
         DistillLossConfig::new().temperature(2.0),
-        quiet_tuner(6),
+        quiet_tuner(20),
     )
     .unwrap();
     let outcome = distiller
@@ -161,7 +165,12 @@ fn unlabelled_distillation_child() {
         "agreement {} -> {}",
         first.train_accuracy, last.train_accuracy
     );
-    assert!(last.train_accuracy >= first.train_accuracy);
+    assert!(
+        last.train_accuracy > first.train_accuracy,
+        "agreement with the teacher must rise: {} -> {}",
+        first.train_accuracy,
+        last.train_accuracy
+    );
 }
 
 #[test]
