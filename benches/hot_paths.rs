@@ -5,7 +5,10 @@
 //! - `lora_forward`: the 784→1024→1024→1024 MLP with LoRA r = 8 on every layer, batch 256,
 //!   forward with gradients recorded, against the plain forward;
 //! - `frozen_forward`: that MLP's forward on the inner backend (what a `Frozen` body costs),
-//!   next to a whole head-only step: the step should cost about one such forward.
+//!   next to a whole head-only step: the step should cost about one such forward;
+//! - `conv_32to64_3x3_b32`: the reference CNN's second convolution (26×26 input, batch 32),
+//!   forward and backward with gradients for input, weight and bias, through
+//!   `GemmConv2d` (the host convolution) and through burn's `Conv2d`.
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
@@ -89,5 +92,28 @@ fn bench_lora_and_frozen(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_kd_loss, bench_lora_and_frozen);
+fn bench_conv(c: &mut Criterion) {
+    use burn::nn::conv::Conv2dConfig;
+    use burn_transfer::conv::GemmConv2d;
+    let d = Default::default();
+    let fast = GemmConv2d::<B>::new(&Conv2dConfig::new([32, 64], [3, 3]), &d).unwrap();
+    let burn_conv = fast.to_conv2d();
+    let x = Tensor::<B, 4>::random([32, 32, 26, 26], Distribution::Normal(0.0, 1.0), &d);
+    let mut group = c.benchmark_group("conv_32to64_3x3_b32");
+    group.sample_size(10);
+    let step = |forward: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>| {
+        let x = x.clone().require_grad();
+        let grads = forward(x.clone()).sum().backward();
+        black_box(x.grad(&grads))
+    };
+    group.bench_function("gemm_conv2d_fwd_bwd", |b| {
+        b.iter(|| step(&|x| fast.forward(x)))
+    });
+    group.bench_function("burn_conv2d_fwd_bwd", |b| {
+        b.iter(|| step(&|x| burn_conv.forward(x)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_kd_loss, bench_lora_and_frozen, bench_conv);
 criterion_main!(benches);

@@ -407,7 +407,8 @@ fn find_targets(params: &[ParamInfo], config: &LoraConfig) -> Result<Vec<LoraTar
         let kind = match (p.owner.as_str(), p.shape.len()) {
             ("Linear", 2) => LoraKind::Linear,
             ("Embedding", 2) => LoraKind::Embedding,
-            ("Conv2d", 4) => LoraKind::Conv2d,
+            // This crate's convolution holds burn's Conv2d weight under the same name.
+            ("Conv2d" | "GemmConv2d", 4) => LoraKind::Conv2d,
             (owner, _) => {
                 return Err(TransferError::config(
                     "target_modules",

@@ -14,7 +14,12 @@ pub(super) struct Geometry {
 }
 
 /// Number of output positions along one axis; `None` when the kernel does not fit.
-fn out_len(padded: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
+pub(super) fn out_len(
+    padded: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
     let span = dilation * (kernel - 1) + 1;
     padded.checked_sub(span).map(|rest| rest / stride + 1)
 }

@@ -10,11 +10,11 @@
 use super::WithLinearHead;
 use super::conv_bn::{Activation, ConvSpec, conv, global_avg_pool};
 use crate::backbone::Backbone;
+use crate::conv::GemmConv2d;
 use crate::error::{Result, TransferError};
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -25,7 +25,7 @@ use std::path::Path;
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
     /// 1×1 strided convolution.
-    pub conv: Conv2d<B>,
+    pub conv: GemmConv2d<B>,
     /// Its batch norm.
     pub bn: BatchNorm<B>,
 }
@@ -35,15 +35,15 @@ pub struct Downsample<B: Backend> {
 #[derive(Module, Debug)]
 pub struct ResidualBlock<B: Backend> {
     /// First convolution (3×3 basic, 1×1 bottleneck).
-    pub conv1: Conv2d<B>,
+    pub conv1: GemmConv2d<B>,
     /// Its batch norm.
     pub bn1: BatchNorm<B>,
     /// Second convolution (3×3, carries the stride, as torchvision's v1.5).
-    pub conv2: Conv2d<B>,
+    pub conv2: GemmConv2d<B>,
     /// Its batch norm.
     pub bn2: BatchNorm<B>,
     /// Bottleneck's 1×1 expansion.
-    pub conv3: Option<Conv2d<B>>,
+    pub conv3: Option<GemmConv2d<B>>,
     /// Its batch norm.
     pub bn3: Option<BatchNorm<B>>,
     /// Shortcut projection when the shape changes.
@@ -171,7 +171,7 @@ impl ResNetConfig {
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
     /// 7×7 stride-2 stem convolution.
-    pub conv1: Conv2d<B>,
+    pub conv1: GemmConv2d<B>,
     /// Its batch norm.
     pub bn1: BatchNorm<B>,
     /// Stage 1 (stride 1 after the max pool).

@@ -1,0 +1,280 @@
+//! The host convolution as a burn operation: on a CPU backend's tensors (inference), and as
+//! an autodiff operation with its own backward pass (training), so that burn's generic
+//! convolution backward (a transposed convolution and a whole-map convolution, slow on the
+//! CPU backends) is never taken.
+//!
+//! Which backends: the ones whose tensors live in host memory, recognised by type
+//! ([`run`]). A bound such as `B: HostConv` would be the typed way, but it would spread to
+//! every model generic over `B: Backend` that holds a convolution, and a backend that does
+//! not implement it could not use those models at all; the check by type keeps
+//! `GemmConv2d<B: Backend>` usable on every backend, with the fast path where it exists.
+
+use super::host::{self, ConvShape, Wanted};
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
+use std::any::Any;
+use std::borrow::Cow;
+
+/// A convolution's operands: input, weight, bias.
+pub(super) type Operands<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
+
+/// Runs the convolution on the host when `B` is a CPU backend (or autodiff over one) and
+/// the tensors are `f32`; otherwise hands the operands back untouched.
+pub(super) fn run<B: Backend>(
+    operands: Operands<B>,
+    shape: &ConvShape,
+) -> Result<Tensor<B, 4>, Operands<B>> {
+    let all_f32 = operands.0.dtype() == DType::F32
+        && operands.1.dtype() == DType::F32
+        && operands.2.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+    if !all_f32 {
+        return Err(operands);
+    }
+    match on_host(operands, shape) {
+        Ok(operands) => Err(operands),
+        Err(output) => Ok(output),
+    }
+}
+
+/// Tries each CPU backend in turn; `Err` carries the result (so that `?` stops at the
+/// backend that matched), `Ok` the operands when none did.
+fn on_host<B: Backend>(
+    operands: Operands<B>,
+    shape: &ConvShape,
+) -> Result<Operands<B>, Tensor<B, 4>> {
+    use burn::backend::NdArray;
+    // Inference on ndarray is left to its own convolution, a SIMD direct convolution that
+    // is faster in the forward direction than unfolding. Not in training: its output is
+    // laid out channels-last, which every later operation and this backward pass would
+    // have to copy back element by element.
+    let operands = via::<B, Autodiff<NdArray>>(operands, |o| training(o, shape))?;
+    let operands =
+        via::<B, Autodiff<NdArray, BalancedCheckpointing>>(operands, |o| training(o, shape))?;
+    #[cfg(feature = "flex")]
+    let operands = {
+        use burn::backend::Flex;
+        // Flex's own forward convolution is slower than the host one for dense kernels;
+        // grouped and depthwise ones (one small product per group here) stay with Flex.
+        let operands = if shape.groups == 1 {
+            via::<B, Flex>(operands, |o| inference(o, shape))?
+        } else {
+            operands
+        };
+        let operands = via::<B, Autodiff<Flex>>(operands, |o| training(o, shape))?;
+        via::<B, Autodiff<Flex, BalancedCheckpointing>>(operands, |o| training(o, shape))?
+    };
+    Ok(operands)
+}
+
+/// When `B` is `T`: `Err(f(operands))` (the result, with `B`'s type); otherwise
+/// `Ok(operands)`, to try the next type.
+fn via<B: Backend, T: Backend>(
+    operands: Operands<B>,
+    f: impl FnOnce(Operands<T>) -> Tensor<T, 4>,
+) -> Result<Operands<B>, Tensor<B, 4>> {
+    match cast::<Operands<B>, Operands<T>>(operands) {
+        Ok(operands) => match cast::<Tensor<T, 4>, Tensor<B, 4>>(f(operands)) {
+            Ok(output) => Err(output),
+            Err(_) => unreachable!("B and T are one type"),
+        },
+        Err(operands) => Ok(operands),
+    }
+}
+
+/// `value` as a `U` when `T` and `U` are the same type.
+fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(same) => Ok(same.take().expect("just filled")),
+        None => Err(slot.expect("not taken")),
+    }
+}
+
+fn to_host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .into_vec::<f32>()
+        .expect("checked to be f32 before the host path was taken")
+}
+
+/// The values of a primitive in row-major order: borrowed where the backend's memory
+/// already is a contiguous `f32` slice (ndarray, Flex), copied otherwise.
+fn host_values<B: Backend, const D: usize>(primitive: &B::FloatTensorPrimitive) -> Cow<'_, [f32]> {
+    let any: &dyn Any = primitive;
+    if let Some(burn_ndarray::NdArrayTensor::F32(storage)) = any.downcast_ref()
+        && let Some(slice) = storage.view().to_slice()
+    {
+        return Cow::Borrowed(slice);
+    }
+    #[cfg(feature = "flex")]
+    if let Some(tensor) = any.downcast_ref::<burn::backend::flex::FlexTensor>()
+        && let Some(slice) = tensor.as_slice::<f32>()
+    {
+        return Cow::Borrowed(slice);
+    }
+    Cow::Owned(to_host(Tensor::<B, D>::from_primitive(
+        TensorPrimitive::Float(primitive.clone()),
+    )))
+}
+
+fn from_host<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    dims: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, dims), device)
+}
+
+fn output_dims(shape: &ConvShape) -> [usize; 4] {
+    [
+        shape.batch,
+        shape.out_channels,
+        shape.output[0],
+        shape.output[1],
+    ]
+}
+
+/// Forward only, on a backend without autodiff.
+#[cfg(feature = "flex")]
+fn inference<B: Backend>((x, weight, bias): Operands<B>, shape: &ConvShape) -> Tensor<B, 4> {
+    let device = x.device();
+    let (x, weight) = (primitive(x), primitive(weight));
+    let bias = bias.map(primitive);
+    let y = host::forward(
+        &host_values::<B, 4>(&x),
+        &host_values::<B, 4>(&weight),
+        bias.as_ref().map(host_values::<B, 1>).as_deref(),
+        shape,
+    );
+    from_host(y, output_dims(shape), &device)
+}
+
+fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    tensor.into_primitive().tensor()
+}
+
+/// The forward pass on the inner backend's data, recorded as one autodiff operation whose
+/// backward is [`host::backward`].
+fn training<B: Backend, C: CheckpointStrategy>(
+    (x, weight, bias): Operands<Autodiff<B, C>>,
+    shape: &ConvShape,
+) -> Tensor<Autodiff<B, C>, 4> {
+    // Autodiff's device is the inner backend's.
+    let device: B::Device = x.device();
+    let (x, weight) = (primitive(x), primitive(weight));
+    let bias = bias.map(primitive);
+    let y = host::forward(
+        &host_values::<B, 4>(&x.primitive),
+        &host_values::<B, 4>(&weight.primitive),
+        bias.as_ref()
+            .map(|b| host_values::<B, 1>(&b.primitive))
+            .as_deref(),
+        shape,
+    );
+    let y = primitive(from_host::<B, 4>(y, output_dims(shape), &device));
+    // The inner tensors themselves (shared, not copied): burn's ops never write into a
+    // buffer that another tensor still holds.
+    let saved = Saved {
+        input: x.primitive.clone(),
+        weight: weight.primitive.clone(),
+        shape: *shape,
+        device,
+    };
+    let output = match bias {
+        Some(bias) => record(
+            HostConv.prepare::<C>([x.node, weight.node, bias.node]),
+            saved,
+            y,
+        ),
+        None => record(HostConv.prepare::<C>([x.node, weight.node]), saved, y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(output))
+}
+
+/// Registers the operation in the graph, keeping `saved` for the backward pass only when a
+/// gradient will flow through it.
+fn record<B: Backend, C: CheckpointStrategy, const N: usize>(
+    prep: OpsPrep<HostConv, B, Saved<B>, C, N>,
+    saved: Saved<B>,
+    output: B::FloatTensorPrimitive,
+) -> FloatTensor<Autodiff<B, C>> {
+    match prep.compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+/// The host convolution's backward step (parents: input, weight, and bias if any).
+#[derive(Debug)]
+struct HostConv;
+
+/// What the backward pass needs: the input and weight as the forward pass read them.
+#[derive(Clone)]
+struct Saved<B: Backend> {
+    input: B::FloatTensorPrimitive,
+    weight: B::FloatTensorPrimitive,
+    shape: ConvShape,
+    device: B::Device,
+}
+
+impl<B: Backend> std::fmt::Debug for Saved<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saved")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let Saved {
+            input,
+            weight,
+            shape,
+            device,
+        } = ops.state;
+        let parent = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref()).map(|p| p.id);
+        let (input_node, weight_node, bias_node) = (parent(0), parent(1), parent(2));
+        let dy = grads.consume::<B>(&ops.node);
+        let dy = host_values::<B, 4>(&dy);
+        let wanted = Wanted {
+            input: input_node.is_some(),
+            weight: weight_node.is_some(),
+            bias: bias_node.is_some(),
+        };
+        let found = host::backward(
+            &host_values::<B, 4>(&input),
+            &host_values::<B, 4>(&weight),
+            &dy,
+            &shape,
+            wanted,
+        );
+        let weight_dims = [
+            shape.out_channels,
+            shape.channels / shape.groups,
+            shape.kernel[0],
+            shape.kernel[1],
+        ];
+        let input_dims = [shape.batch, shape.channels, shape.input[0], shape.input[1]];
+        if let (Some(node), Some(g)) = (input_node, found.input) {
+            grads.register::<B>(node, primitive(from_host::<B, 4>(g, input_dims, &device)));
+        }
+        if let (Some(node), Some(g)) = (weight_node, found.weight) {
+            grads.register::<B>(node, primitive(from_host::<B, 4>(g, weight_dims, &device)));
+        }
+        if let (Some(node), Some(g)) = (bias_node, found.bias) {
+            grads.register::<B>(
+                node,
+                primitive(from_host::<B, 1>(g, [shape.out_channels], &device)),
+            );
+        }
+    }
+}

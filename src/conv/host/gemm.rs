@@ -1,0 +1,217 @@
+//! A safe face on the `gemm` crate's strided `f32` product: matrices are slices with row
+//! and column strides, checked to lie inside their slices before the unsafe call.
+
+use gemm::Parallelism;
+
+/// A read-only matrix view.
+#[derive(Clone, Copy)]
+pub(super) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// `data` holds a `rows × cols` matrix row after row.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        let m = Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        };
+        m.check();
+        m
+    }
+
+    /// The same data read as the transposed matrix (no copy).
+    pub fn transposed(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn check(&self) {
+        assert!(
+            fits(
+                self.data.len(),
+                self.rows,
+                self.cols,
+                self.row_stride,
+                self.col_stride
+            ),
+            "matrix view outside its slice"
+        );
+    }
+}
+
+/// A writable row-major matrix view.
+pub(super) struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// `data` holds a `rows × cols` matrix row after row.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(
+            fits(data.len(), rows, cols, cols, 1),
+            "matrix view outside its slice"
+        );
+        Self { data, rows, cols }
+    }
+}
+
+/// Whether every element of a `rows × cols` matrix with these strides lies inside a slice
+/// of `len` elements.
+fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    (rows - 1)
+        .checked_mul(row_stride)
+        .zip((cols - 1).checked_mul(col_stride))
+        .and_then(|(a, b)| a.checked_add(b))
+        .is_some_and(|last| last < len)
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`.
+///
+/// Panics when the shapes do not chain; the callers derive them from one checked
+/// convolution shape, so that would be a bug here, not a user error.
+pub(super) fn product(
+    dst: MatMut<'_>,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(
+        lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
+        "GEMM shapes do not chain: [{}×{}] · [{}×{}] → [{}×{}]",
+        lhs.rows,
+        lhs.cols,
+        rhs.rows,
+        rhs.cols,
+        dst.rows,
+        dst.cols
+    );
+    if dst.rows == 0 || dst.cols == 0 {
+        return;
+    }
+    if lhs.cols == 0 {
+        if !accumulate {
+            dst.data[..dst.rows * dst.cols].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the three views were checked (`fits`) to lie inside their slices, the
+    // destination is a unique borrow that aliases neither operand, and the shapes chain.
+    // `gemm` computes dst := alpha·dst + beta·lhs·rhs, reading dst only when `read_dst`.
+    unsafe {
+        gemm::gemm(
+            dst.rows,
+            dst.cols,
+            lhs.cols,
+            dst.data.as_mut_ptr(),
+            1,
+            dst.cols as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook triple loop.
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..cols)
+            .flat_map(|j| (0..rows).map(move |i| a[i * cols + j]))
+            .collect()
+    }
+
+    #[test]
+    fn products_with_transposed_views_match_the_triple_loop() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let expected = naive(&a, &b, m, k, n);
+        let at = transpose(&a, m, k);
+        let bt = transpose(&b, k, n);
+        let mut c = vec![f32::NAN; m * n];
+        product(
+            MatMut::row_major(&mut c, m, n),
+            Mat::row_major(&at, k, m).transposed(),
+            Mat::row_major(&bt, n, k).transposed(),
+            false,
+            Parallelism::None,
+        );
+        for (x, y) in c.iter().zip(&expected) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        // Accumulating adds the product once more.
+        product(
+            MatMut::row_major(&mut c, m, n),
+            Mat::row_major(&a, m, k),
+            Mat::row_major(&b, k, n),
+            true,
+            Parallelism::None,
+        );
+        for (x, y) in c.iter().zip(&expected) {
+            assert!((x - 2.0 * y).abs() < 1e-5, "{x} vs {}", 2.0 * y);
+        }
+    }
+
+    #[test]
+    fn empty_inner_dimension_clears_or_keeps() {
+        let mut c = vec![3.0; 4];
+        for (accumulate, expected) in [(true, 3.0), (false, 0.0)] {
+            product(
+                MatMut::row_major(&mut c, 2, 2),
+                Mat::row_major(&[], 2, 0),
+                Mat::row_major(&[], 0, 2),
+                accumulate,
+                Parallelism::None,
+            );
+            assert_eq!(c, vec![expected; 4]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its slice")]
+    fn views_outside_the_slice_are_refused() {
+        let _ = Mat::row_major(&[1.0; 5], 2, 3);
+    }
+}

@@ -1,0 +1,131 @@
+//! im2col and its adjoint for one group of one sample: row `(channel, ky, kx)` of the
+//! unfolded matrix holds, for every output position, the input pixel that kernel tap reads
+//! (zero in the padding). Along an output row the pixels read are evenly spaced, so each
+//! row segment is a copy (unit stride) or a strided gather, with the padded ends zero.
+
+use super::ConvShape;
+
+/// The output positions `o` in `0..out_len` whose input index `o·stride + offset` lies in
+/// `0..in_len`: a contiguous range.
+fn inside(out_len: usize, stride: usize, offset: isize, in_len: usize) -> std::ops::Range<usize> {
+    let stride = stride as isize;
+    // First o with o·stride + offset ≥ 0.
+    let first = if offset >= 0 {
+        0
+    } else {
+        (-offset + stride - 1) / stride
+    };
+    // First o with o·stride + offset ≥ in_len.
+    let past = in_len as isize - offset;
+    let end = if past <= 0 {
+        0
+    } else {
+        (past + stride - 1) / stride
+    };
+    let (first, end) = (first as usize, (end as usize).min(out_len));
+    first.min(end)..end
+}
+
+/// Offsets of a kernel tap's first read along each axis, relative to the input's origin.
+fn tap_offset(shape: &ConvShape, axis: usize, tap: usize) -> isize {
+    (tap * shape.dilation[axis]) as isize - shape.padding[axis] as isize
+}
+
+/// Calls `row(channel_plane, tap_y, tap_x, row_index)` for every row of the unfolded
+/// matrix, in order.
+fn for_each_row(shape: &ConvShape, mut row: impl FnMut(usize, usize, usize, usize)) {
+    let [kh, kw] = shape.kernel;
+    for c in 0..shape.group_channels() {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                row(c, ky, kx, (c * kh + ky) * kw + kx);
+            }
+        }
+    }
+}
+
+/// Unfolds one group's input planes `[channels, h, w]` into `cols`
+/// `[channels·kh·kw, h_out·w_out]`.
+pub(super) fn im2col(shape: &ConvShape, input: &[f32], cols: &mut [f32]) {
+    let [h, w] = shape.input;
+    let [ho, wo] = shape.output;
+    let [sy, sx] = shape.stride;
+    for_each_row(shape, |c, ky, kx, r| {
+        let plane = &input[c * h * w..][..h * w];
+        let out = &mut cols[r * ho * wo..][..ho * wo];
+        let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
+        let rows = inside(ho, sy, dy, h);
+        let xs = inside(wo, sx, dx, w);
+        out[..rows.start * wo].fill(0.0);
+        out[rows.end * wo..].fill(0.0);
+        for oy in rows {
+            let src = &plane[(oy as isize * sy as isize + dy) as usize * w..][..w];
+            let dst = &mut out[oy * wo..][..wo];
+            dst[..xs.start].fill(0.0);
+            dst[xs.end..].fill(0.0);
+            if xs.is_empty() {
+                continue;
+            }
+            let first = (xs.start as isize * sx as isize + dx) as usize;
+            if sx == 1 {
+                dst[xs.clone()].copy_from_slice(&src[first..][..xs.len()]);
+            } else {
+                for (d, s) in dst[xs.clone()]
+                    .iter_mut()
+                    .zip(src[first..].iter().step_by(sx))
+                {
+                    *d = *s;
+                }
+            }
+        }
+    });
+}
+
+/// The adjoint of [`im2col`]: adds every entry of `cols` to the input pixel it was read
+/// from (entries read from the padding are dropped).
+pub(super) fn col2im_add(shape: &ConvShape, cols: &[f32], input: &mut [f32]) {
+    let [h, w] = shape.input;
+    let [ho, wo] = shape.output;
+    let [sy, sx] = shape.stride;
+    for_each_row(shape, |c, ky, kx, r| {
+        let plane = &mut input[c * h * w..][..h * w];
+        let col = &cols[r * ho * wo..][..ho * wo];
+        let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
+        let xs = inside(wo, sx, dx, w);
+        if xs.is_empty() {
+            return;
+        }
+        for oy in inside(ho, sy, dy, h) {
+            let dst = &mut plane[(oy as isize * sy as isize + dy) as usize * w..][..w];
+            let src = &col[oy * wo..][..wo][xs.clone()];
+            let first = (xs.start as isize * sx as isize + dx) as usize;
+            if sx == 1 {
+                dst[first..][..xs.len()]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, s)| *d += s);
+            } else {
+                for (d, s) in dst[first..].iter_mut().step_by(sx).zip(src) {
+                    *d += s;
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_finds_the_positions_that_read_the_image() {
+        // Padding 1 before, stride 1: position 0 reads index -1.
+        assert_eq!(inside(5, 1, -1, 5), 1..5);
+        // Stride 2, offset -1: indices -1, 1, 3, 5 → positions 1 and 2 read 1 and 3.
+        assert_eq!(inside(4, 2, -1, 5), 1..3);
+        // Offset past the end: nothing.
+        assert_eq!(inside(3, 1, 7, 5), 0..0);
+        // Every position out of range on the left.
+        assert!(inside(2, 1, -5, 3).is_empty());
+    }
+}
