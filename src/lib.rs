@@ -11,6 +11,8 @@
 //!   progress, history);
 //! - [`checkpoint`]: atomic saving and loading of weights;
 //! - [`import`]: loading PyTorch / safetensors checkpoints, with a report and strict mode;
+//! - [`conv`] and [`pool`]: burn's `Conv2d` and `MaxPool2d` with the same weights and
+//!   results, trained through backward passes of their own on the CPU backends;
 //! - `models` (feature `models`, on by default): BERT/MiniLM, MobileNetV2 and ResNet with
 //!   PyTorch's parameter names, loading the original checkpoints;
 //! - [`learner`]: running a [`TransferModel`] inside burn-train's `Learner`.
@@ -50,11 +52,13 @@ pub mod error;
 pub mod finetune;
 pub mod freeze;
 pub mod head;
+mod host_tensor;
 pub mod import;
 pub mod learner;
 pub mod loss;
 #[cfg(feature = "models")]
 pub mod models;
+pub mod pool;
 
 pub use backbone::{Backbone, MlpBackbone};
 pub use error::{Result, TransferError};

@@ -7,7 +7,9 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
+use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn::tensor::Tolerance;
 use burn::tensor::backend::AutodiffBackend;
@@ -15,6 +17,7 @@ use burn_transfer::checkpoint::{load_model_bytes, model_to_bytes};
 use burn_transfer::conv::GemmConv2d;
 use burn_transfer::finetune::Monitor;
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
+use burn_transfer::pool::MaxPool2d;
 use burn_transfer::prelude::*;
 use std::path::Path;
 
@@ -135,6 +138,31 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
         .assert_approx_eq::<f32>(&yc.into_data(), tol());
     wg.into_data()
         .assert_approx_eq::<f32>(&wc.into_data(), tol());
+
+    // MaxPool2d on this backend against burn's on ndarray: forward, input gradient, and the
+    // forward without autodiff.
+    let pool = MaxPool2d::new(
+        &MaxPool2dConfig::new([3, 3])
+            .with_strides([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+    );
+    let xc = tensor::<C, 4>(&xi, [2, 2, 7, 6]).require_grad();
+    let xg = tensor::<G, 4>(&xi, [2, 2, 7, 6]).require_grad();
+    let pc = pool.to_burn().forward(xc.clone());
+    let pg = pool.forward(xg.clone());
+    let dxc = xc
+        .grad(&(pc.clone() * pc.clone()).sum().backward())
+        .unwrap();
+    let dxg = xg
+        .grad(&(pg.clone() * pg.clone()).sum().backward())
+        .unwrap();
+    pg.into_data()
+        .assert_approx_eq::<f32>(&pc.clone().into_data(), tol());
+    dxg.into_data()
+        .assert_approx_eq::<f32>(&dxc.into_data(), tol());
+    pool.forward(xg.inner())
+        .into_data()
+        .assert_approx_eq::<f32>(&pc.into_data(), tol());
 
     // Head-only training on cached features runs on this backend and learns.
     let body = Frozen::new(MlpBackbone::<G>::new(&[6, 12], &gd).unwrap());

@@ -4,13 +4,14 @@
 use burn::module::Module;
 use burn::nn::Relu;
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn_transfer::backbone::Backbone;
 use burn_transfer::conv::GemmConv2d;
+use burn_transfer::pool::MaxPool2d;
 
-/// The reference CNN's body, with this crate's `GemmConv2d` or (`burn_conv`) burn's own
-/// convolution, same weights.
+/// The reference CNN's body, with this crate's `GemmConv2d` and `MaxPool2d`, or
+/// (`burn_conv`) burn's own convolution and max-pool, same weights.
 #[derive(Module, Debug)]
 pub struct CnnBody<B: Backend> {
     conv1: GemmConv2d<B>,
@@ -27,7 +28,7 @@ impl<B: Backend> CnnBody<B> {
             conv1: conv([1, 32]).expect("valid config"),
             conv2: conv([32, 64]).expect("valid config"),
             burn_conv,
-            pool: MaxPool2dConfig::new([2, 2]).init(),
+            pool: MaxPool2d::new(&MaxPool2dConfig::new([2, 2])),
             relu: Relu::new(),
         }
     }
@@ -40,12 +41,14 @@ impl<B: Backend> Backbone<B> for CnnBody<B> {
         let (x, c1, c2) = (x, &self.conv1, &self.conv2);
         let x = if self.burn_conv {
             let x = self.relu.forward(c1.to_conv2d().forward(x));
-            self.relu.forward(c2.to_conv2d().forward(x))
+            let x = self.relu.forward(c2.to_conv2d().forward(x));
+            self.pool.to_burn().forward(x)
         } else {
             let x = self.relu.forward(c1.forward(x));
-            self.relu.forward(c2.forward(x))
+            let x = self.relu.forward(c2.forward(x));
+            self.pool.forward(x)
         };
-        self.pool.forward(x).flatten(1, 3)
+        x.flatten(1, 3)
     }
 
     fn feature_dim(&self) -> usize {

@@ -10,6 +10,7 @@
 //! `GemmConv2d<B: Backend>` usable on every backend, with the fast path where it exists.
 
 use super::host::{self, ConvShape, Wanted};
+use crate::host_tensor::{self, from_host, host_values, primitive};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorPrimitive};
@@ -18,8 +19,6 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
-use std::any::Any;
-use std::borrow::Cow;
 
 /// A convolution's operands: input, weight, bias.
 pub(super) type Operands<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
@@ -72,63 +71,12 @@ fn on_host<B: Backend>(
     Ok(operands)
 }
 
-/// When `B` is `T`: `Err(f(operands))` (the result, with `B`'s type); otherwise
-/// `Ok(operands)`, to try the next type.
+/// When `B` is `T`: `Err(f(operands))`; otherwise `Ok(operands)`, to try the next type.
 fn via<B: Backend, T: Backend>(
     operands: Operands<B>,
     f: impl FnOnce(Operands<T>) -> Tensor<T, 4>,
 ) -> Result<Operands<B>, Tensor<B, 4>> {
-    match cast::<Operands<B>, Operands<T>>(operands) {
-        Ok(operands) => match cast::<Tensor<T, 4>, Tensor<B, 4>>(f(operands)) {
-            Ok(output) => Err(output),
-            Err(_) => unreachable!("B and T are one type"),
-        },
-        Err(operands) => Ok(operands),
-    }
-}
-
-/// `value` as a `U` when `T` and `U` are the same type.
-fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let mut slot = Some(value);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(same) => Ok(same.take().expect("just filled")),
-        None => Err(slot.expect("not taken")),
-    }
-}
-
-fn to_host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .into_vec::<f32>()
-        .expect("checked to be f32 before the host path was taken")
-}
-
-/// The values of a primitive in row-major order: borrowed where the backend's memory
-/// already is a contiguous `f32` slice (ndarray, Flex), copied otherwise.
-fn host_values<B: Backend, const D: usize>(primitive: &B::FloatTensorPrimitive) -> Cow<'_, [f32]> {
-    let any: &dyn Any = primitive;
-    if let Some(burn_ndarray::NdArrayTensor::F32(storage)) = any.downcast_ref()
-        && let Some(slice) = storage.view().to_slice()
-    {
-        return Cow::Borrowed(slice);
-    }
-    #[cfg(feature = "flex")]
-    if let Some(tensor) = any.downcast_ref::<burn::backend::flex::FlexTensor>()
-        && let Some(slice) = tensor.as_slice::<f32>()
-    {
-        return Cow::Borrowed(slice);
-    }
-    Cow::Owned(to_host(Tensor::<B, D>::from_primitive(
-        TensorPrimitive::Float(primitive.clone()),
-    )))
-}
-
-fn from_host<B: Backend, const D: usize>(
-    values: Vec<f32>,
-    dims: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(values, dims), device)
+    host_tensor::when_same(operands, f)
 }
 
 fn output_dims(shape: &ConvShape) -> [usize; 4] {
@@ -153,10 +101,6 @@ fn inference<B: Backend>((x, weight, bias): Operands<B>, shape: &ConvShape) -> T
         shape,
     );
     from_host(y, output_dims(shape), &device)
-}
-
-fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    tensor.into_primitive().tensor()
 }
 
 /// The forward pass on the inner backend's data, recorded as one autodiff operation whose

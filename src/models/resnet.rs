@@ -14,8 +14,9 @@ use crate::conv::GemmConv2d;
 use crate::error::{Result, TransferError};
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
+use crate::pool::MaxPool2d;
 use burn::module::Module;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use std::path::Path;
@@ -223,10 +224,11 @@ impl<B: Backend> ResNet<B> {
             layer2,
             layer3,
             layer4,
-            pool: MaxPool2dConfig::new([3, 3])
-                .with_strides([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(),
+            pool: MaxPool2d::new(
+                &MaxPool2dConfig::new([3, 3])
+                    .with_strides([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            ),
             feature_dim: config.feature_dim(),
         };
         crate::freeze::materialize(&model);

@@ -16,15 +16,26 @@ pub(super) struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// `data` holds a `rows × cols` matrix row after row.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::with_row_stride(data, rows, cols, cols)
+    }
+
+    /// A `rows × cols` matrix whose rows start `row_stride` elements apart (a block of
+    /// columns of a wider row-major matrix).
+    pub fn with_row_stride(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
         let m = Self {
             data,
             rows,
             cols,
-            row_stride: cols,
+            row_stride,
             col_stride: 1,
         };
         m.check();
         m
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
     /// The same data read as the transposed matrix (no copy).
@@ -52,21 +63,39 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// A writable row-major matrix view.
+/// A writable matrix view with unit column stride.
 pub(super) struct MatMut<'a> {
     data: &'a mut [f32],
     rows: usize,
     cols: usize,
+    row_stride: usize,
 }
 
 impl<'a> MatMut<'a> {
     /// `data` holds a `rows × cols` matrix row after row.
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self::with_row_stride(data, rows, cols, cols)
+    }
+
+    /// A `rows × cols` matrix whose rows start `row_stride` elements apart.
+    pub fn with_row_stride(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Self {
         assert!(
-            fits(data.len(), rows, cols, cols, 1),
+            fits(data.len(), rows, cols, row_stride, 1),
             "matrix view outside its slice"
         );
-        Self { data, rows, cols }
+        // Rows that overlapped would be written twice at once.
+        assert!(rows <= 1 || row_stride >= cols, "overlapping rows");
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+        }
     }
 }
 
@@ -109,7 +138,9 @@ pub(super) fn product(
     }
     if lhs.cols == 0 {
         if !accumulate {
-            dst.data[..dst.rows * dst.cols].fill(0.0);
+            for row in 0..dst.rows {
+                dst.data[row * dst.row_stride..][..dst.cols].fill(0.0);
+            }
         }
         return;
     }
@@ -123,7 +154,7 @@ pub(super) fn product(
             lhs.cols,
             dst.data.as_mut_ptr(),
             1,
-            dst.cols as isize,
+            dst.row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,

@@ -4,6 +4,7 @@
 //! row segment is a copy (unit stride) or a strided gather, with the padded ends zero.
 
 use super::ConvShape;
+use std::ops::Range;
 
 /// The output positions `o` in `0..out_len` whose input index `o·stride + offset` lies in
 /// `0..in_len`: a contiguous range.
@@ -44,23 +45,30 @@ fn for_each_row(shape: &ConvShape, mut row: impl FnMut(usize, usize, usize, usiz
     }
 }
 
-/// Unfolds one group's input planes `[channels, h, w]` into `cols`
-/// `[channels·kh·kw, h_out·w_out]`.
-pub(super) fn im2col(shape: &ConvShape, input: &[f32], cols: &mut [f32]) {
+/// The output rows of `block` whose kernel row `offset` reads inside the image.
+fn rows_inside(shape: &ConvShape, block: &Range<usize>, offset: isize) -> Range<usize> {
+    let rows = inside(shape.output[0], shape.stride[0], offset, shape.input[0]);
+    rows.start.clamp(block.start, block.end)..rows.end.clamp(block.start, block.end)
+}
+
+/// Unfolds one group's input planes `[channels, h, w]` for the output rows `block` into
+/// `cols` `[channels·kh·kw, block.len()·w_out]`.
+pub(super) fn im2col(shape: &ConvShape, input: &[f32], cols: &mut [f32], block: Range<usize>) {
     let [h, w] = shape.input;
-    let [ho, wo] = shape.output;
+    let wo = shape.output[1];
     let [sy, sx] = shape.stride;
+    let len = block.len() * wo;
     for_each_row(shape, |c, ky, kx, r| {
         let plane = &input[c * h * w..][..h * w];
-        let out = &mut cols[r * ho * wo..][..ho * wo];
+        let out = &mut cols[r * len..][..len];
         let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
-        let rows = inside(ho, sy, dy, h);
+        let rows = rows_inside(shape, &block, dy);
         let xs = inside(wo, sx, dx, w);
-        out[..rows.start * wo].fill(0.0);
-        out[rows.end * wo..].fill(0.0);
+        out[..(rows.start - block.start) * wo].fill(0.0);
+        out[(rows.end - block.start) * wo..].fill(0.0);
         for oy in rows {
             let src = &plane[(oy as isize * sy as isize + dy) as usize * w..][..w];
-            let dst = &mut out[oy * wo..][..wo];
+            let dst = &mut out[(oy - block.start) * wo..][..wo];
             dst[..xs.start].fill(0.0);
             dst[xs.end..].fill(0.0);
             if xs.is_empty() {
@@ -81,23 +89,24 @@ pub(super) fn im2col(shape: &ConvShape, input: &[f32], cols: &mut [f32]) {
     });
 }
 
-/// The adjoint of [`im2col`]: adds every entry of `cols` to the input pixel it was read
-/// from (entries read from the padding are dropped).
-pub(super) fn col2im_add(shape: &ConvShape, cols: &[f32], input: &mut [f32]) {
+/// The adjoint of [`im2col`] for the output rows `block`: adds every entry of `cols` to
+/// the input pixel it was read from (entries read from the padding are dropped).
+pub(super) fn col2im_add(shape: &ConvShape, cols: &[f32], input: &mut [f32], block: Range<usize>) {
     let [h, w] = shape.input;
-    let [ho, wo] = shape.output;
+    let wo = shape.output[1];
     let [sy, sx] = shape.stride;
+    let len = block.len() * wo;
     for_each_row(shape, |c, ky, kx, r| {
         let plane = &mut input[c * h * w..][..h * w];
-        let col = &cols[r * ho * wo..][..ho * wo];
+        let col = &cols[r * len..][..len];
         let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
         let xs = inside(wo, sx, dx, w);
         if xs.is_empty() {
             return;
         }
-        for oy in inside(ho, sy, dy, h) {
+        for oy in rows_inside(shape, &block, dy) {
             let dst = &mut plane[(oy as isize * sy as isize + dy) as usize * w..][..w];
-            let src = &col[oy * wo..][..wo][xs.clone()];
+            let src = &col[(oy - block.start) * wo..][..wo][xs.clone()];
             let first = (xs.start as isize * sx as isize + dx) as usize;
             if sx == 1 {
                 dst[first..][..xs.len()]

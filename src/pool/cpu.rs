@@ -1,0 +1,139 @@
+//! Max pooling on the CPU backends' memory: forward on the host, and in training one
+//! autodiff operation whose backward adds each gradient at the recorded position (burn's
+//! Flex backend does both in a general 3-D scalar loop that took 41% of a small CNN's
+//! frozen forward). Other backends are handed back to burn.
+
+use super::host::{self, PoolShape};
+use crate::host_tensor::{self, from_host, host_values, primitive};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use std::sync::Arc;
+
+/// Pools on the host when `B` is Flex or autodiff over ndarray or Flex and `x` is `f32`;
+/// otherwise hands `x` back.
+pub(super) fn run<B: Backend>(
+    x: Tensor<B, 4>,
+    shape: &PoolShape,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    match on_host(x, shape) {
+        Ok(x) => Err(x),
+        Err(y) => Ok(y),
+    }
+}
+
+fn on_host<B: Backend>(x: Tensor<B, 4>, shape: &PoolShape) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    use burn::backend::NdArray;
+    // Inference on ndarray stays with ndarray's SIMD max-pool.
+    let x = via::<B, Autodiff<NdArray>>(x, |x| training(x, shape))?;
+    let x = via::<B, Autodiff<NdArray, BalancedCheckpointing>>(x, |x| training(x, shape))?;
+    #[cfg(feature = "flex")]
+    let x = {
+        use burn::backend::Flex;
+        let x = via::<B, Flex>(x, |x| inference(x, shape))?;
+        let x = via::<B, Autodiff<Flex>>(x, |x| training(x, shape))?;
+        via::<B, Autodiff<Flex, BalancedCheckpointing>>(x, |x| training(x, shape))?
+    };
+    Ok(x)
+}
+
+fn via<B: Backend, T: Backend>(
+    x: Tensor<B, 4>,
+    f: impl FnOnce(Tensor<T, 4>) -> Tensor<T, 4>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    host_tensor::when_same(x, f)
+}
+
+fn output_dims(x: [usize; 4], shape: &PoolShape) -> [usize; 4] {
+    [x[0], x[1], shape.output[0], shape.output[1]]
+}
+
+/// Forward only, on a backend without autodiff.
+#[cfg(feature = "flex")]
+fn inference<B: Backend>(x: Tensor<B, 4>, shape: &PoolShape) -> Tensor<B, 4> {
+    let (dims, device) = (x.dims(), x.device());
+    let x = primitive(x);
+    let (y, _) = host::forward(&host_values::<B, 4>(&x), shape, false);
+    from_host(y, output_dims(dims, shape), &device)
+}
+
+/// The forward pass on the inner backend's data, recorded with the winning positions.
+fn training<B: Backend, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 4>,
+    shape: &PoolShape,
+) -> Tensor<Autodiff<B, C>, 4> {
+    let dims = x.dims();
+    // Autodiff's device is the inner backend's.
+    let device: B::Device = x.device();
+    let x = primitive(x);
+    let prep = MaxPoolBackward
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful();
+    let keep = matches!(prep, OpsKind::Tracked(_));
+    let (y, indices) = host::forward(&host_values::<B, 4>(&x.primitive), shape, keep);
+    let y = primitive(from_host::<B, 4>(y, output_dims(dims, shape), &device));
+    let output = match (prep, indices) {
+        (OpsKind::Tracked(prep), Some(indices)) => prep.finish(
+            Saved {
+                indices: Arc::new(indices),
+                shape: *shape,
+                input_dims: dims,
+                device,
+            },
+            y,
+        ),
+        (OpsKind::Tracked(_), None) => unreachable!("positions are kept when tracked"),
+        (OpsKind::UnTracked(prep), _) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(output))
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+/// The winning positions and what is needed to shape the gradient.
+#[derive(Clone)]
+struct Saved<B: Backend> {
+    indices: Arc<Vec<u32>>,
+    shape: PoolShape,
+    input_dims: [usize; 4],
+    device: B::Device,
+}
+
+impl<B: Backend> std::fmt::Debug for Saved<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saved")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Backward<B, 1> for MaxPoolBackward {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [Some(parent)] = ops.parents else {
+            return;
+        };
+        let Saved {
+            indices,
+            shape,
+            input_dims,
+            device,
+        } = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let dx = host::backward(&host_values::<B, 4>(&dy), &indices, &shape);
+        grads.register::<B>(
+            parent.id,
+            primitive(from_host::<B, 4>(dx, input_dims, &device)),
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! Max pooling on host memory (`f32`, NCHW), one plane per task on rayon's threads: the
+//! forward pass keeps, per output, the index of the input it took (the first maximum, as
+//! PyTorch and burn take it), and the backward pass adds each output's gradient there.
+
+use rayon::prelude::*;
+
+/// Every size of one max pooling. Positions outside the input (the padding) never win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PoolShape {
+    /// Batch size × channels: the number of planes.
+    pub planes: usize,
+    /// Input `[height, width]`.
+    pub input: [usize; 2],
+    /// Output `[height, width]`.
+    pub output: [usize; 2],
+    /// Window `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Stride `[y, x]`.
+    pub stride: [usize; 2],
+    /// Padding before the first row and column `[top, left]`.
+    pub padding: [usize; 2],
+    /// Dilation `[y, x]`.
+    pub dilation: [usize; 2],
+}
+
+/// The index a window without any input position records: its gradient goes nowhere.
+const NOWHERE: u32 = u32::MAX;
+
+impl PoolShape {
+    fn input_plane(&self) -> usize {
+        self.input[0] * self.input[1]
+    }
+
+    fn output_plane(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// Elements of the input.
+    pub fn input_len(&self) -> usize {
+        self.planes * self.input_plane()
+    }
+
+    /// Elements of the output.
+    pub fn output_len(&self) -> usize {
+        self.planes * self.output_plane()
+    }
+
+    /// The first maximum of window `(oy, ox)` of one plane and its position in the plane
+    /// (`NOWHERE` for a window that reads no input position).
+    fn window_max(&self, x: &[f32], oy: usize, ox: usize) -> (f32, u32) {
+        let [h, w] = self.input;
+        let y0 = (oy * self.stride[0]) as isize - self.padding[0] as isize;
+        let x0 = (ox * self.stride[1]) as isize - self.padding[1] as isize;
+        let (mut best, mut at) = (f32::NEG_INFINITY, NOWHERE);
+        for ky in 0..self.kernel[0] {
+            let iy = y0 + (ky * self.dilation[0]) as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            let row = iy as usize * w;
+            for kx in 0..self.kernel[1] {
+                let ix = x0 + (kx * self.dilation[1]) as isize;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let i = row + ix as usize;
+                let v = x[i];
+                // `>` keeps the first maximum; a NaN wins, as in PyTorch.
+                if v > best || (v.is_nan() && !best.is_nan()) || at == NOWHERE {
+                    (best, at) = (v, i as u32);
+                }
+            }
+        }
+        (best, at)
+    }
+}
+
+/// The pooled output and, when `keep_indices`, the position (within its plane) each output
+/// was taken from.
+pub(crate) fn forward(
+    x: &[f32],
+    shape: &PoolShape,
+    keep_indices: bool,
+) -> (Vec<f32>, Option<Vec<u32>>) {
+    debug_assert_eq!(x.len(), shape.input_len());
+    let mut y = vec![0.0; shape.output_len()];
+    let mut indices = keep_indices.then(|| vec![0u32; shape.output_len()]);
+    let plane = |p: usize, y: &mut [f32], mut indices: Option<&mut [u32]>| {
+        let x = &x[p * shape.input_plane()..][..shape.input_plane()];
+        let [ho, wo] = shape.output;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let (best, at) = shape.window_max(x, oy, ox);
+                y[oy * wo + ox] = best;
+                if let Some(indices) = indices.as_deref_mut() {
+                    indices[oy * wo + ox] = at;
+                }
+            }
+        }
+    };
+    let n = shape.output_plane();
+    match indices.as_mut() {
+        Some(indices) => y
+            .par_chunks_mut(n)
+            .zip(indices.par_chunks_mut(n))
+            .enumerate()
+            .for_each(|(p, (y, i))| plane(p, y, Some(i))),
+        None => y
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(p, y)| plane(p, y, None)),
+    }
+    (y, indices)
+}
+
+/// The input gradient: each output's gradient added at the position it was taken from.
+pub(crate) fn backward(dy: &[f32], indices: &[u32], shape: &PoolShape) -> Vec<f32> {
+    debug_assert_eq!(dy.len(), shape.output_len());
+    debug_assert_eq!(indices.len(), shape.output_len());
+    let mut dx = vec![0.0; shape.input_len()];
+    let n = shape.output_plane();
+    dx.par_chunks_mut(shape.input_plane())
+        .zip(dy.par_chunks(n).zip(indices.par_chunks(n)))
+        .for_each(|(dx, (dy, indices))| {
+            // Written before it is read, so the fresh pages are mapped once (see the
+            // convolution's backward).
+            dx.fill(0.0);
+            for (&g, &i) in dy.iter().zip(indices) {
+                if i != NOWHERE {
+                    dx[i as usize] += g;
+                }
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(
+        input: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> PoolShape {
+        let output = [0, 1].map(|a| (input[a] + 2 * padding[a] - kernel[a]) / stride[a] + 1);
+        PoolShape {
+            planes: 1,
+            input,
+            output,
+            kernel,
+            stride,
+            padding,
+            dilation: [1, 1],
+        }
+    }
+
+    #[test]
+    fn two_by_two_takes_each_windows_maximum_and_routes_the_gradient_there() {
+        #[rustfmt::skip]
+        let x = [
+            1.0, 5.0, 2.0, 0.0,
+            3.0, 4.0, 7.0, 7.0,
+            -1.0, -2.0, 0.0, 0.0,
+            -3.0, -4.0, 0.0, 0.0,
+        ];
+        let s = shape([4, 4], [2, 2], [2, 2], [0, 0]);
+        let (y, indices) = forward(&x, &s, true);
+        assert_eq!(y, vec![5.0, 7.0, -1.0, 0.0]);
+        // Ties go to the first maximum in reading order.
+        assert_eq!(indices.clone().unwrap(), vec![1, 6, 8, 10]);
+        let dx = backward(&[1.0, 2.0, 3.0, 4.0], &indices.unwrap(), &s);
+        let mut expected = vec![0.0; 16];
+        (expected[1], expected[6], expected[8], expected[10]) = (1.0, 2.0, 3.0, 4.0);
+        assert_eq!(dx, expected);
+    }
+
+    #[test]
+    fn padding_never_wins_and_overlapping_windows_add_up() {
+        // 3×3 windows, stride 2, padding 1 (ResNet's stem) on all-negative values: the
+        // padding must not produce zeros.
+        let x: Vec<f32> = (0..25).map(|i| -1.0 - i as f32).collect();
+        let s = shape([5, 5], [3, 3], [2, 2], [1, 1]);
+        let (y, indices) = forward(&x, &s, true);
+        let indices = indices.unwrap();
+        assert_eq!(
+            y,
+            vec![-1.0, -2.0, -4.0, -6.0, -7.0, -9.0, -16.0, -17.0, -19.0]
+        );
+        assert_eq!(indices, vec![0, 1, 3, 5, 6, 8, 15, 16, 18]);
+        let dx = backward(&[1.0; 9], &indices, &s);
+        assert_eq!(dx.iter().sum::<f32>(), 9.0);
+        assert_eq!(dx[1], 1.0);
+        let (y_only, none) = forward(&x, &s, false);
+        assert_eq!(y_only, y);
+        assert!(none.is_none());
+    }
+}
