@@ -3,11 +3,8 @@
 //! convolution backward (a transposed convolution and a whole-map convolution, slow on the
 //! CPU backends) is never taken.
 //!
-//! Which backends: the ones whose tensors live in host memory, recognised by type
-//! ([`run`]). A bound such as `B: HostConv` would be the typed way, but it would spread to
-//! every model generic over `B: Backend` that holds a convolution, and a backend that does
-//! not implement it could not use those models at all; the check by type keeps
-//! `GemmConv2d<B: Backend>` usable on every backend, with the fast path where it exists.
+//! Which backends: the ones whose tensors live in host memory, recognised by type ([`run`];
+//! why by type and not by a trait bound: `crate::host_tensor`).
 
 use super::host::{self, ConvShape, Wanted};
 use crate::host_tensor::{self, from_host, host_values, primitive};

@@ -60,7 +60,7 @@ fn output_dims(x: [usize; 4], shape: &PoolShape) -> [usize; 4] {
 fn inference<B: Backend>(x: Tensor<B, 4>, shape: &PoolShape) -> Tensor<B, 4> {
     let (dims, device) = (x.dims(), x.device());
     let x = primitive(x);
-    let (y, _) = host::forward(&host_values::<B, 4>(&x), shape, false);
+    let y = host::forward(&host_values::<B, 4>(&x), shape);
     from_host(y, output_dims(dims, shape), &device)
 }
 
@@ -77,21 +77,20 @@ fn training<B: Backend, C: CheckpointStrategy>(
         .prepare::<C>([x.node.clone()])
         .compute_bound()
         .stateful();
-    let keep = matches!(prep, OpsKind::Tracked(_));
-    let (y, indices) = host::forward(&host_values::<B, 4>(&x.primitive), shape, keep);
-    let y = primitive(from_host::<B, 4>(y, output_dims(dims, shape), &device));
-    let output = match (prep, indices) {
-        (OpsKind::Tracked(prep), Some(indices)) => prep.finish(
-            Saved {
+    let values = host_values::<B, 4>(&x.primitive);
+    let to_primitive = |y| primitive(from_host::<B, 4>(y, output_dims(dims, shape), &device));
+    let output = match prep {
+        OpsKind::Tracked(prep) => {
+            let (y, indices) = host::forward_with_indices(&values, shape);
+            let saved = Saved {
                 indices: Arc::new(indices),
                 shape: *shape,
                 input_dims: dims,
-                device,
-            },
-            y,
-        ),
-        (OpsKind::Tracked(_), None) => unreachable!("positions are kept when tracked"),
-        (OpsKind::UnTracked(prep), _) => prep.finish(y),
+                device: device.clone(),
+            };
+            prep.finish(saved, to_primitive(y))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(to_primitive(host::forward(&values, shape))),
     };
     Tensor::from_primitive(TensorPrimitive::Float(output))
 }

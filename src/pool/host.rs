@@ -75,16 +75,24 @@ impl PoolShape {
     }
 }
 
-/// The pooled output and, when `keep_indices`, the position (within its plane) each output
-/// was taken from.
-pub(crate) fn forward(
-    x: &[f32],
-    shape: &PoolShape,
-    keep_indices: bool,
-) -> (Vec<f32>, Option<Vec<u32>>) {
-    debug_assert_eq!(x.len(), shape.input_len());
+/// The pooled output.
+pub(crate) fn forward(x: &[f32], shape: &PoolShape) -> Vec<f32> {
     let mut y = vec![0.0; shape.output_len()];
-    let mut indices = keep_indices.then(|| vec![0u32; shape.output_len()]);
+    pool_into(x, shape, &mut y, None);
+    y
+}
+
+/// The pooled output and the position (within its plane) each output was taken from.
+pub(crate) fn forward_with_indices(x: &[f32], shape: &PoolShape) -> (Vec<f32>, Vec<u32>) {
+    let mut y = vec![0.0; shape.output_len()];
+    let mut indices = vec![0u32; shape.output_len()];
+    pool_into(x, shape, &mut y, Some(&mut indices));
+    (y, indices)
+}
+
+/// Pools `x` into `y`, and the winning positions into `indices` when given.
+fn pool_into(x: &[f32], shape: &PoolShape, y: &mut [f32], indices: Option<&mut [u32]>) {
+    debug_assert_eq!(x.len(), shape.input_len());
     let plane = |p: usize, y: &mut [f32], mut indices: Option<&mut [u32]>| {
         let x = &x[p * shape.input_plane()..][..shape.input_plane()];
         let [ho, wo] = shape.output;
@@ -99,7 +107,7 @@ pub(crate) fn forward(
         }
     };
     let n = shape.output_plane();
-    match indices.as_mut() {
+    match indices {
         Some(indices) => y
             .par_chunks_mut(n)
             .zip(indices.par_chunks_mut(n))
@@ -110,7 +118,6 @@ pub(crate) fn forward(
             .enumerate()
             .for_each(|(p, y)| plane(p, y, None)),
     }
-    (y, indices)
 }
 
 /// The input gradient: each output's gradient added at the position it was taken from.
@@ -166,11 +173,11 @@ mod tests {
             -3.0, -4.0, 0.0, 0.0,
         ];
         let s = shape([4, 4], [2, 2], [2, 2], [0, 0]);
-        let (y, indices) = forward(&x, &s, true);
+        let (y, indices) = forward_with_indices(&x, &s);
         assert_eq!(y, vec![5.0, 7.0, -1.0, 0.0]);
         // Ties go to the first maximum in reading order.
-        assert_eq!(indices.clone().unwrap(), vec![1, 6, 8, 10]);
-        let dx = backward(&[1.0, 2.0, 3.0, 4.0], &indices.unwrap(), &s);
+        assert_eq!(indices, vec![1, 6, 8, 10]);
+        let dx = backward(&[1.0, 2.0, 3.0, 4.0], &indices, &s);
         let mut expected = vec![0.0; 16];
         (expected[1], expected[6], expected[8], expected[10]) = (1.0, 2.0, 3.0, 4.0);
         assert_eq!(dx, expected);
@@ -182,8 +189,7 @@ mod tests {
         // padding must not produce zeros.
         let x: Vec<f32> = (0..25).map(|i| -1.0 - i as f32).collect();
         let s = shape([5, 5], [3, 3], [2, 2], [1, 1]);
-        let (y, indices) = forward(&x, &s, true);
-        let indices = indices.unwrap();
+        let (y, indices) = forward_with_indices(&x, &s);
         assert_eq!(
             y,
             vec![-1.0, -2.0, -4.0, -6.0, -7.0, -9.0, -16.0, -17.0, -19.0]
@@ -192,8 +198,6 @@ mod tests {
         let dx = backward(&[1.0; 9], &indices, &s);
         assert_eq!(dx.iter().sum::<f32>(), 9.0);
         assert_eq!(dx[1], 1.0);
-        let (y_only, none) = forward(&x, &s, false);
-        assert_eq!(y_only, y);
-        assert!(none.is_none());
+        assert_eq!(forward(&x, &s), y);
     }
 }
