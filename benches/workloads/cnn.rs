@@ -10,8 +10,9 @@ use burn_transfer::backbone::Backbone;
 use burn_transfer::conv::GemmConv2d;
 use burn_transfer::pool::MaxPool2d;
 
-/// The reference CNN's body, with this crate's `GemmConv2d` and `MaxPool2d`, or
-/// (`burn_conv`) burn's own convolution and max-pool, same weights.
+/// The reference CNN's body, with this crate's `GemmConv2d` (ReLU fused:
+/// `GemmConv2d::forward_relu`) and `MaxPool2d`, or (`burn_conv`) burn's own convolution,
+/// ReLU and max-pool, same weights.
 #[derive(Module, Debug)]
 pub struct CnnBody<B: Backend> {
     conv1: GemmConv2d<B>,
@@ -44,8 +45,7 @@ impl<B: Backend> Backbone<B> for CnnBody<B> {
             let x = self.relu.forward(c2.to_conv2d().forward(x));
             self.pool.to_burn().forward(x)
         } else {
-            let x = self.relu.forward(c1.forward(x));
-            let x = self.relu.forward(c2.forward(x));
+            let x = c2.forward_relu(c1.forward_relu(x));
             self.pool.forward(x)
         };
         x.flatten(1, 3)

@@ -20,11 +20,13 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
 /// A convolution's operands: input, weight, bias.
 pub(super) type Operands<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
 
-/// Runs the convolution on the host when `B` is a CPU backend (or autodiff over one) and
-/// the tensors are `f32`; otherwise hands the operands back untouched.
+/// Runs the convolution (followed by ReLU when `relu`) on the host when `B` is a CPU
+/// backend (or autodiff over one) and the tensors are `f32`; otherwise hands the operands
+/// back untouched.
 pub(super) fn run<B: Backend>(
     operands: Operands<B>,
     shape: &ConvShape,
+    relu: bool,
 ) -> Result<Tensor<B, 4>, Operands<B>> {
     let all_f32 = operands.0.dtype() == DType::F32
         && operands.1.dtype() == DType::F32
@@ -32,7 +34,7 @@ pub(super) fn run<B: Backend>(
     if !all_f32 {
         return Err(operands);
     }
-    match on_host(operands, shape) {
+    match on_host(operands, shape, relu) {
         Ok(operands) => Err(operands),
         Err(output) => Ok(output),
     }
@@ -43,27 +45,28 @@ pub(super) fn run<B: Backend>(
 fn on_host<B: Backend>(
     operands: Operands<B>,
     shape: &ConvShape,
+    relu: bool,
 ) -> Result<Operands<B>, Tensor<B, 4>> {
     use burn::backend::NdArray;
     // Inference on ndarray is left to its own convolution, a SIMD direct convolution that
     // is faster in the forward direction than unfolding. Not in training: its output is
     // laid out channels-last, which every later operation and this backward pass would
     // have to copy back element by element.
-    let operands = via::<B, Autodiff<NdArray>>(operands, |o| training(o, shape))?;
+    let operands = via::<B, Autodiff<NdArray>>(operands, |o| training(o, shape, relu))?;
     let operands =
-        via::<B, Autodiff<NdArray, BalancedCheckpointing>>(operands, |o| training(o, shape))?;
+        via::<B, Autodiff<NdArray, BalancedCheckpointing>>(operands, |o| training(o, shape, relu))?;
     #[cfg(feature = "flex")]
     let operands = {
         use burn::backend::Flex;
         // Flex's own forward convolution is slower than the host one for dense kernels;
         // grouped and depthwise ones (one small product per group here) stay with Flex.
         let operands = if shape.groups == 1 {
-            via::<B, Flex>(operands, |o| inference(o, shape))?
+            via::<B, Flex>(operands, |o| inference(o, shape, relu))?
         } else {
             operands
         };
-        let operands = via::<B, Autodiff<Flex>>(operands, |o| training(o, shape))?;
-        via::<B, Autodiff<Flex, BalancedCheckpointing>>(operands, |o| training(o, shape))?
+        let operands = via::<B, Autodiff<Flex>>(operands, |o| training(o, shape, relu))?;
+        via::<B, Autodiff<Flex, BalancedCheckpointing>>(operands, |o| training(o, shape, relu))?
     };
     Ok(operands)
 }
@@ -87,7 +90,11 @@ fn output_dims(shape: &ConvShape) -> [usize; 4] {
 
 /// Forward only, on a backend without autodiff.
 #[cfg(feature = "flex")]
-fn inference<B: Backend>((x, weight, bias): Operands<B>, shape: &ConvShape) -> Tensor<B, 4> {
+fn inference<B: Backend>(
+    (x, weight, bias): Operands<B>,
+    shape: &ConvShape,
+    relu: bool,
+) -> Tensor<B, 4> {
     let device = x.device();
     let (x, weight) = (primitive(x), primitive(weight));
     let bias = bias.map(primitive);
@@ -96,15 +103,17 @@ fn inference<B: Backend>((x, weight, bias): Operands<B>, shape: &ConvShape) -> T
         &host_values::<B, 4>(&weight),
         bias.as_ref().map(host_values::<B, 1>).as_deref(),
         shape,
+        relu,
     );
     from_host(y, output_dims(shape), &device)
 }
 
 /// The forward pass on the inner backend's data, recorded as one autodiff operation whose
-/// backward is [`host::backward`].
+/// backward is [`host::backward`] (after ReLU's mask, when `relu`).
 fn training<B: Backend, C: CheckpointStrategy>(
     (x, weight, bias): Operands<Autodiff<B, C>>,
     shape: &ConvShape,
+    relu: bool,
 ) -> Tensor<Autodiff<B, C>, 4> {
     // Autodiff's device is the inner backend's.
     let device: B::Device = x.device();
@@ -117,6 +126,7 @@ fn training<B: Backend, C: CheckpointStrategy>(
             .map(|b| host_values::<B, 1>(&b.primitive))
             .as_deref(),
         shape,
+        relu,
     );
     let y = primitive(from_host::<B, 4>(y, output_dims(shape), &device));
     // The inner tensors themselves (shared, not copied): burn's ops never write into a
@@ -124,6 +134,7 @@ fn training<B: Backend, C: CheckpointStrategy>(
     let saved = Saved {
         input: x.primitive.clone(),
         weight: weight.primitive.clone(),
+        relu_output: relu.then(|| y.clone()),
         shape: *shape,
         device,
     };
@@ -155,11 +166,13 @@ fn record<B: Backend, C: CheckpointStrategy, const N: usize>(
 #[derive(Debug)]
 struct HostConv;
 
-/// What the backward pass needs: the input and weight as the forward pass read them.
+/// What the backward pass needs: the input and weight as the forward pass read them, and
+/// the output when ReLU was fused (its mask).
 #[derive(Clone)]
 struct Saved<B: Backend> {
     input: B::FloatTensorPrimitive,
     weight: B::FloatTensorPrimitive,
+    relu_output: Option<B::FloatTensorPrimitive>,
     shape: ConvShape,
     device: B::Device,
 }
@@ -179,6 +192,7 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
         let Saved {
             input,
             weight,
+            relu_output,
             shape,
             device,
         } = ops.state;
@@ -186,6 +200,11 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
         let (input_node, weight_node, bias_node) = (parent(0), parent(1), parent(2));
         let dy = grads.consume::<B>(&ops.node);
         let dy = host_values::<B, 4>(&dy);
+        // Through the fused ReLU first: the convolution's own output gradient.
+        let dy = match relu_output {
+            Some(y) => std::borrow::Cow::Owned(host::relu_gradient(&dy, &host_values::<B, 4>(&y))),
+            None => dy,
+        };
         let wanted = Wanted {
             input: input_node.is_some(),
             weight: weight_node.is_some(),

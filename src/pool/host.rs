@@ -45,6 +45,14 @@ impl PoolShape {
         self.planes * self.output_plane()
     }
 
+    /// 2×2 windows with stride 2 that never reach the padding.
+    fn is_two_by_two(&self) -> bool {
+        self.kernel == [2, 2]
+            && self.stride == [2, 2]
+            && self.padding == [0, 0]
+            && self.dilation == [1, 1]
+    }
+
     /// The first maximum of window `(oy, ox)` of one plane and its position in the plane
     /// (`NOWHERE` for a window that reads no input position).
     fn window_max(&self, x: &[f32], oy: usize, ox: usize) -> (f32, u32) {
@@ -65,13 +73,54 @@ impl PoolShape {
                 }
                 let i = row + ix as usize;
                 let v = x[i];
-                // `>` keeps the first maximum; a NaN wins, as in PyTorch.
-                if v > best || (v.is_nan() && !best.is_nan()) || at == NOWHERE {
+                if wins(v, best) || at == NOWHERE {
                     (best, at) = (v, i as u32);
                 }
             }
         }
         (best, at)
+    }
+}
+
+/// Whether `a` replaces `best` as the window's maximum: it is larger (so the first
+/// maximum stays on ties), or a NaN where `best` is not (a NaN wins, as in PyTorch).
+fn wins(a: f32, best: f32) -> bool {
+    a > best || (a.is_nan() && !best.is_nan())
+}
+
+/// Output row `oy` of 2×2 windows with stride 2 and no padding: every window lies inside
+/// the plane, so there is no bounds test per element, only selects.
+fn pool_two_rows(x: &[f32], w: usize, oy: usize, y: &mut [f32], indices: Option<&mut [u32]>) {
+    let top = 2 * oy * w;
+    let (upper, lower) = (&x[top..][..w], &x[top + w..][..w]);
+    let windows = upper.chunks_exact(2).zip(lower.chunks_exact(2));
+    match indices {
+        Some(indices) => {
+            for (ox, ((out, at), (u, l))) in y.iter_mut().zip(indices).zip(windows).enumerate() {
+                let (mut best, mut offset) = (u[0], top + 2 * ox);
+                for (value, position) in [
+                    (u[1], top + 2 * ox + 1),
+                    (l[0], top + w + 2 * ox),
+                    (l[1], top + w + 2 * ox + 1),
+                ] {
+                    if wins(value, best) {
+                        (best, offset) = (value, position);
+                    }
+                }
+                (*out, *at) = (best, offset as u32);
+            }
+        }
+        None => {
+            for (out, (u, l)) in y.iter_mut().zip(windows) {
+                let mut best = u[0];
+                for value in [u[1], l[0], l[1]] {
+                    if wins(value, best) {
+                        best = value;
+                    }
+                }
+                *out = best;
+            }
+        }
     }
 }
 
@@ -96,6 +145,13 @@ fn pool_into(x: &[f32], shape: &PoolShape, y: &mut [f32], indices: Option<&mut [
     let plane = |p: usize, y: &mut [f32], mut indices: Option<&mut [u32]>| {
         let x = &x[p * shape.input_plane()..][..shape.input_plane()];
         let [ho, wo] = shape.output;
+        if shape.is_two_by_two() {
+            for oy in 0..ho {
+                let indices = indices.as_deref_mut().map(|i| &mut i[oy * wo..][..wo]);
+                pool_two_rows(x, shape.input[1], oy, &mut y[oy * wo..][..wo], indices);
+            }
+            return;
+        }
         for oy in 0..ho {
             for ox in 0..wo {
                 let (best, at) = shape.window_max(x, oy, ox);
@@ -181,6 +237,37 @@ mod tests {
         let mut expected = vec![0.0; 16];
         (expected[1], expected[6], expected[8], expected[10]) = (1.0, 2.0, 3.0, 4.0);
         assert_eq!(dx, expected);
+    }
+
+    #[test]
+    fn the_two_by_two_path_agrees_with_the_general_one_on_ties_nans_and_odd_sizes() {
+        // 5×7 input: the last row and column belong to no window.
+        let x: Vec<f32> = (0..35)
+            .map(|i| match i % 7 {
+                3 => f32::NAN,
+                5 | 6 => 2.0,
+                _ => (i % 4) as f32,
+            })
+            .collect();
+        let s = shape([5, 7], [2, 2], [2, 2], [0, 0]);
+        assert!(s.is_two_by_two());
+        let (y, indices) = forward_with_indices(&x, &s);
+        let [ho, wo] = s.output;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let (best, at) = s.window_max(&x, oy, ox);
+                let o = oy * wo + ox;
+                assert_eq!(indices[o], at, "window ({oy}, {ox})");
+                assert!(y[o] == best || (y[o].is_nan() && best.is_nan()));
+            }
+        }
+        let plain = forward(&x, &s);
+        assert!(
+            plain
+                .iter()
+                .zip(&y)
+                .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()))
+        );
     }
 
     #[test]

@@ -95,7 +95,19 @@ fn check(s: ConvShape) {
         db[o].add(dy[i] as f64);
     }
 
-    assert_close(&forward(&x, &wt, Some(&bias), &s), &y, "output");
+    assert_close(&forward(&x, &wt, Some(&bias), &s, false), &y, "output");
+    let relu: Vec<Exact> = y
+        .iter()
+        .map(|e| Exact {
+            value: e.value.max(0.0),
+            ..*e
+        })
+        .collect();
+    assert_close(
+        &forward(&x, &wt, Some(&bias), &s, true),
+        &relu,
+        "output after ReLU",
+    );
     let all = Wanted {
         input: true,
         weight: true,
@@ -278,6 +290,53 @@ fn a_single_sample_splits_inside_the_gemm() {
     conv(1, 3, 4, [8, 8], [3, 3]).padding([(1, 1); 2]).check();
 }
 
+#[test]
+fn three_by_three_layers_go_through_winograd() {
+    let cases = [
+        // Even output: whole tiles.
+        conv(3, 8, 16, [10, 10], [3, 3]),
+        // Odd output height and width: the last tiles are cropped.
+        conv(2, 9, 8, [9, 8], [3, 3]),
+        // `Same` padding, and padding on one side only.
+        conv(2, 8, 12, [7, 6], [3, 3]).padding([(1, 1); 2]),
+        conv(2, 10, 8, [6, 9], [3, 3]).padding([(2, 0), (0, 1)]),
+        // One sample: the GEMMs split instead.
+        conv(1, 8, 8, [8, 8], [3, 3]).padding([(1, 1); 2]),
+    ];
+    for case in cases {
+        assert!(winograd::applies(&case.shape()));
+        case.check();
+    }
+}
+
+#[test]
+fn winograd_works_block_by_block() {
+    // 48 + 48 channels × 16 points × 30 tiles a row: blocks of 5 tile rows (the last one
+    // shorter), whose windows overlap at the blocks' edges.
+    let case = conv(2, 48, 48, [22, 60], [3, 3]).padding([(1, 1); 2]);
+    assert!(winograd::applies(&case.shape()));
+    assert_eq!(winograd::block_count(&case.shape()), 3);
+    case.check();
+}
+
+#[test]
+fn plane_sums_keep_f64_precision_over_long_planes() {
+    // 50 176 values (a 224×224 plane) around 1e4 with small parts that an f32 running sum
+    // would drop: the lanes and the f64 total keep them.
+    let plane: Vec<f32> = (0..224 * 224)
+        .map(|i| 1.0e4 + (i % 7) as f32 * 0.001)
+        .collect();
+    let exact: f64 = plane.iter().map(|&v| v as f64).sum();
+    let sum = plane_sum(&plane);
+    assert!(
+        (sum - exact).abs() <= 1e-9 * exact.abs() + 0.5,
+        "{sum} vs {exact}"
+    );
+    // Runs shorter than a group of lanes, and empty planes.
+    assert_eq!(plane_sum(&[1.5, 2.5, -1.0]), 3.0);
+    assert_eq!(plane_sum(&[]), 0.0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -306,5 +365,23 @@ proptest! {
             .dilation([dy, dx])
             .groups(groups)
             .check();
+    }
+
+    /// Any 3×3 geometry Winograd takes (every size of tile cropping, any padding) agrees
+    /// with the definition.
+    #[test]
+    fn any_winograd_geometry_matches_the_definition(
+        batch in 1usize..3,
+        channels in 8usize..11,
+        out_channels in 8usize..11,
+        h in 1usize..9,
+        w in 1usize..9,
+        pads in proptest::array::uniform4(0usize..3),
+    ) {
+        prop_assume!(h + pads[0] + pads[1] >= 3 && w + pads[2] + pads[3] >= 3);
+        let case = conv(batch, channels, out_channels, [h, w], [3, 3])
+            .padding([(pads[0], pads[1]), (pads[2], pads[3])]);
+        prop_assert!(winograd::applies(&case.shape()));
+        case.check();
     }
 }
