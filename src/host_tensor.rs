@@ -72,6 +72,38 @@ pub(crate) fn host_values<B: Backend, const D: usize>(
     )))
 }
 
+/// Runs `f` on the values of an `f32` primitive in place, when they are a contiguous
+/// row-major buffer that no other tensor shares (ndarray, Flex); returns whether it did.
+/// Changing a shared buffer would change the other tensors too, so those are left alone
+/// and the caller computes a new tensor instead.
+pub(crate) fn update_in_place<B: Backend>(
+    primitive: &mut B::FloatTensorPrimitive,
+    f: impl FnOnce(&mut [f32]),
+) -> bool {
+    let any: &mut dyn Any = primitive;
+    if let Some(burn_ndarray::NdArrayTensor::F32(storage)) = any.downcast_mut() {
+        // `is_unique` first: `as_slice_mut` on a shared array would copy it.
+        if storage.is_unique()
+            && let Some(values) = storage.ensure_owned().as_slice_mut()
+        {
+            f(values);
+            return true;
+        }
+        return false;
+    }
+    #[cfg(feature = "flex")]
+    if let Some(tensor) = any.downcast_mut::<burn::backend::flex::FlexTensor>() {
+        if let Some((start, end)) = tensor.layout().contiguous_offsets()
+            && let Some(storage) = tensor.try_storage_mut::<f32>()
+        {
+            f(&mut storage[start..end]);
+            return true;
+        }
+        return false;
+    }
+    false
+}
+
 /// A tensor holding `values` (row-major `dims`); the CPU backends take the vector over
 /// without copying it.
 pub(crate) fn from_host<B: Backend, const D: usize>(
@@ -96,6 +128,19 @@ mod tests {
         let skipped: Result<u32, String> =
             when_same::<u32, i64, String, String>(7, |v| format!("{v}"));
         assert_eq!(skipped, Ok(7));
+    }
+
+    #[test]
+    fn unshared_buffers_change_in_place_and_shared_ones_do_not() {
+        let device = Default::default();
+        let t = Tensor::<NdArray, 1>::from_floats([1.0, -2.0, 3.0], &device);
+        let mut alone = primitive(t.clone() * 1.0);
+        assert!(update_in_place::<NdArray>(&mut alone, |v| v[1] = 0.0));
+        assert_eq!(&*host_values::<NdArray, 1>(&alone), &[1.0, 0.0, 3.0]);
+        // `t` still holds this buffer: it must not see the change.
+        let mut shared = primitive(t.clone());
+        assert!(!update_in_place::<NdArray>(&mut shared, |v| v[0] = 9.0));
+        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), vec![1.0, -2.0, 3.0]);
     }
 
     #[test]

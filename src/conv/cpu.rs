@@ -198,12 +198,23 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
         } = ops.state;
         let parent = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref()).map(|p| p.id);
         let (input_node, weight_node, bias_node) = (parent(0), parent(1), parent(2));
-        let dy = grads.consume::<B>(&ops.node);
-        let dy = host_values::<B, 4>(&dy);
-        // Through the fused ReLU first: the convolution's own output gradient.
-        let dy = match relu_output {
-            Some(y) => std::borrow::Cow::Owned(host::relu_gradient(&dy, &host_values::<B, 4>(&y))),
-            None => dy,
+        let mut dy = grads.consume::<B>(&ops.node);
+        // Through the fused ReLU first, to the convolution's own output gradient: in the
+        // gradient's buffer when this operation holds the only reference to it (the usual
+        // case; a fresh buffer would cost page faults), else in a copy.
+        let mut masked = None;
+        if let Some(y) = &relu_output {
+            let y = host_values::<B, 4>(y);
+            let mask = |dy: &mut [f32]| host::relu_gradient_in_place(dy, &y);
+            if !host_tensor::update_in_place::<B>(&mut dy, mask) {
+                let mut copy = host_values::<B, 4>(&dy).into_owned();
+                mask(&mut copy);
+                masked = Some(copy);
+            }
+        }
+        let dy = match masked {
+            Some(values) => std::borrow::Cow::Owned(values),
+            None => host_values::<B, 4>(&dy),
         };
         let wanted = Wanted {
             input: input_node.is_some(),

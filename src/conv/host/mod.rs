@@ -223,20 +223,19 @@ fn relu_in_place(values: &mut [f32]) {
         .for_each(|v| *v = if *v <= 0.0 { 0.0 } else { *v });
 }
 
-/// The gradient of ReLU's input from its output `y` and output gradient `dy`: `dy` where
-/// `y > 0` (or NaN, as burn masks only `y ≤ 0`), else 0. One parallel pass.
-pub(crate) fn relu_gradient(dy: &[f32], y: &[f32]) -> Vec<f32> {
+/// Through ReLU backwards, in place: the output gradient `dy` becomes the input's, `dy`
+/// where ReLU's output `y > 0` (or NaN, as burn masks only `y ≤ 0`), else 0. One parallel
+/// pass.
+pub(crate) fn relu_gradient_in_place(dy: &mut [f32], y: &[f32]) {
     debug_assert_eq!(dy.len(), y.len());
-    let mut dx = vec![0.0; dy.len()];
     const CHUNK: usize = 64 * 1024;
-    dx.par_chunks_mut(CHUNK)
-        .zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-        .for_each(|(dx, (dy, y))| {
-            for ((dx, &dy), &y) in dx.iter_mut().zip(dy).zip(y) {
-                *dx = if y <= 0.0 { 0.0 } else { dy };
+    dy.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(dy, y)| {
+            for (dy, &y) in dy.iter_mut().zip(y) {
+                *dy = if y <= 0.0 { 0.0 } else { *dy };
             }
         });
-    dx
 }
 
 /// Runs `f(b, out_b)` for every sample `b` and its chunk of `out` (`len` elements), in

@@ -89,23 +89,52 @@ impl Tiling {
         self.cols + 1
     }
 
-    fn scratch_len(&self, shape: &ConvShape) -> usize {
-        let tiles = self.block_rows * self.cols;
-        POINTS * (shape.channels + shape.out_channels) * tiles + LINES * self.line()
+    /// Length of the planes [`transform_input`] reads a block's windows from: for each row
+    /// parity and kind of column, one more row than the block has tile rows.
+    fn planes(&self) -> usize {
+        PARTS * (self.block_rows + 1) * self.cols
     }
 
-    /// The scratch cut into the transformed input (`V` or `dV`), the transformed output
-    /// (`M` or `dM`) of one block, and the line buffers.
-    fn split<'a>(
-        &self,
-        shape: &ConvShape,
-        scratch: &'a mut [f32],
-    ) -> (&'a mut [f32], &'a mut [f32], Lines<'a>) {
+    fn scratch_len(&self, shape: &ConvShape) -> usize {
+        let tiles = self.block_rows * self.cols;
+        POINTS * (shape.channels + shape.out_channels) * tiles + LINES * self.line() + self.planes()
+    }
+
+    /// The scratch cut into the transformed input (`V` or `dV`) and the transformed output
+    /// (`M` or `dM`) of one block, the line buffers and the planes.
+    fn split<'a>(&self, shape: &ConvShape, scratch: &'a mut [f32]) -> Scratch<'a> {
         let tiles = self.block_rows * self.cols;
         let (v, rest) = scratch.split_at_mut(POINTS * shape.channels * tiles);
-        let (m, lines) = rest.split_at_mut(POINTS * shape.out_channels * tiles);
-        (v, m, Lines::new(lines, self.line()))
+        let (m, rest) = rest.split_at_mut(POINTS * shape.out_channels * tiles);
+        let (lines, planes) = rest.split_at_mut(LINES * self.line());
+        Scratch {
+            v,
+            m,
+            lines: Lines::new(lines, self.line()),
+            planes: &mut planes[..self.planes()],
+        }
     }
+}
+
+/// One worker's scratch for a block (see [`Tiling::split`]).
+struct Scratch<'a> {
+    v: &'a mut [f32],
+    m: &'a mut [f32],
+    lines: Lines<'a>,
+    planes: &'a mut [f32],
+}
+
+/// The parts a padded input row is kept in by [`transform_input`]: its even columns, its
+/// odd columns, and both shifted by one (the columns `2t + 2`, `2t + 3` of tile `t`); for
+/// even and odd rows apart.
+const PARTS: usize = 2 * 4;
+
+/// Four disjoint `len`-long slices of `data` at increasing `offsets`.
+fn four_mut(data: &mut [f32], offsets: [usize; 4], len: usize) -> [&mut [f32]; 4] {
+    let (a, rest) = data[offsets[0]..].split_at_mut(offsets[1] - offsets[0]);
+    let (b, rest) = rest.split_at_mut(offsets[2] - offsets[1]);
+    let (c, d) = rest.split_at_mut(offsets[3] - offsets[2]);
+    [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
 }
 
 /// Line buffers a transform works in: 2 × WINDOW lines (even and odd columns).
@@ -154,6 +183,21 @@ fn weight_gradient(du: &[f32], shape: &ConvShape) -> Vec<f32> {
         .collect()
 }
 
+/// `Bᵀ`, the input's transform in one direction: `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]`.
+fn input_1d([d0, d1, d2, d3]: [f32; WINDOW]) -> [f32; WINDOW] {
+    [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+}
+
+/// `Aᵀ`, from the transformed tile back to outputs: `[m0 + m1 + m2, m1 − m2 − m3]`.
+fn output_1d([m0, m1, m2, m3]: [f32; WINDOW]) -> [f32; TILE] {
+    [m0 + m1 + m2, m1 - m2 - m3]
+}
+
+/// `A`, the adjoint of [`output_1d`]: `[d0, d0 + d1, d0 − d1, −d1]`.
+fn output_gradient_1d([d0, d1]: [f32; TILE]) -> [f32; WINDOW] {
+    [d0, d0 + d1, d0 - d1, -d1]
+}
+
 /// `G` applied to a kernel row: the kernel at the tile's four transformed points.
 fn spread_kernel(g: [f32; 3]) -> [f32; WINDOW] {
     [
@@ -184,7 +228,7 @@ fn separable<const I: usize, const O: usize>(
     std::array::from_fn(|o| std::array::from_fn(|j| cols[j][o]))
 }
 
-/// `Bᵀ` down four lines in place: `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]`.
+/// [`input_1d`] across four lines in place.
 fn input_rows([d0, d1, d2, d3]: &mut [&mut [f32]; WINDOW]) {
     for (((a, b), c), d) in d0
         .iter_mut()
@@ -192,7 +236,7 @@ fn input_rows([d0, d1, d2, d3]: &mut [&mut [f32]; WINDOW]) {
         .zip(d2.iter_mut())
         .zip(d3.iter_mut())
     {
-        (*a, *b, *c, *d) = (*a - *c, *b + *c, *c - *b, *b - *d);
+        [*a, *b, *c, *d] = input_1d([*a, *b, *c, *d]);
     }
 }
 
@@ -211,57 +255,75 @@ fn input_gradient_rows([v0, v1, v2, v3]: &mut [&mut [f32]; WINDOW]) {
 
 /// `Bᵀ d B` for every channel and tile of the tile rows `block`: `V[ξ][c][t]`, `d` the tile's
 /// 4×4 input window (zero outside the image).
+///
+/// Why the planes: with each padded input row split by row parity and column parity (and
+/// shifted copies for the window's last two columns), every value of tile `q = r·cols + t`'s
+/// window is at `q` or `q + cols` of some plane, so each step of the transform is one loop
+/// over all the block's tiles, where row by row it was 26 loops of a dozen tiles each.
 fn transform_input(
     shape: &ConvShape,
     tiling: &Tiling,
     x: &[f32],
     block: &Range<usize>,
     v: &mut [f32],
+    planes: &mut [f32],
     lines: &mut Lines<'_>,
 ) {
     let (c_len, cols) = (shape.channels, tiling.cols);
     let tiles = block.len() * cols;
+    let span = (block.len() + 1) * cols;
     let plane = shape.input_plane();
     for c in 0..c_len {
-        let x = &x[c * plane..][..plane];
-        for (r, ty) in block.clone().enumerate() {
-            load_window(shape, x, ty * TILE, lines);
-            input_rows(&mut lines.even);
-            input_rows(&mut lines.odd);
-            for i in 0..WINDOW {
-                let (e, o) = (&*lines.even[i], &*lines.odd[i]);
-                let at = |j: usize| ((i * WINDOW + j) * c_len + c) * tiles + r * cols;
-                // Bᵀ across: columns 2t, 2t+1, 2t+2, 2t+3 are e[t], o[t], e[t+1], o[t+1].
-                for ((v, a), b) in v[at(0)..][..cols].iter_mut().zip(e).zip(&e[1..]) {
-                    *v = a - b;
-                }
-                for ((v, a), b) in v[at(1)..][..cols].iter_mut().zip(o).zip(&e[1..]) {
-                    *v = a + b;
-                }
-                for ((v, a), b) in v[at(2)..][..cols].iter_mut().zip(o).zip(&e[1..]) {
-                    *v = b - a;
-                }
-                for ((v, a), b) in v[at(3)..][..cols].iter_mut().zip(o).zip(&o[1..]) {
-                    *v = a - b;
-                }
+        load_planes(shape, &x[c * plane..][..plane], block, cols, planes, lines);
+        let at = |i: usize, j: usize| ((i * WINDOW + j) * c_len + c) * tiles;
+        // Bᵀ down, for each kind of column: the window's rows are the even and odd rows at
+        // `q` and at `q + cols` (the next tile row's first two).
+        for kind in 0..WINDOW {
+            let even_rows = &planes[kind * span..][..span];
+            let odd_rows = &planes[(WINDOW + kind) * span..][..span];
+            let (d0, d1) = (&even_rows[..tiles], &odd_rows[..tiles]);
+            let (d2, d3) = (&even_rows[cols..][..tiles], &odd_rows[cols..][..tiles]);
+            let [v0, v1, v2, v3] = four_mut(v, [0, 1, 2, 3].map(|i| at(i, kind)), tiles);
+            for q in 0..tiles {
+                [v0[q], v1[q], v2[q], v3[q]] = input_1d([d0[q], d1[q], d2[q], d3[q]]);
             }
+        }
+        // Bᵀ across, in place: the kinds of column are the window's columns in order.
+        for i in 0..WINDOW {
+            input_rows(&mut four_mut(v, [0, 1, 2, 3].map(|j| at(i, j)), tiles));
         }
     }
 }
 
-/// The `WINDOW` input rows from `top` (in padded coordinates) into the line buffers, even
-/// and odd padded columns apart, zero where the window lies outside the image.
-fn load_window(shape: &ConvShape, plane: &[f32], top: usize, lines: &mut Lines<'_>) {
+/// The padded input rows of `block`'s windows into `planes[parity · 4 + kind][p · cols + t]`
+/// for padded row `2 (block.start + p) + parity`: kinds 0 and 1 its columns `2t` and
+/// `2t + 1`, kinds 2 and 3 the columns `2t + 2` and `2t + 3`; zero outside the image.
+fn load_planes(
+    shape: &ConvShape,
+    channel: &[f32],
+    block: &Range<usize>,
+    cols: usize,
+    planes: &mut [f32],
+    lines: &mut Lines<'_>,
+) {
     let [h, w] = shape.input;
     let [pt, pl] = shape.padding;
-    for i in 0..WINDOW {
-        let (even, odd) = (&mut *lines.even[i], &mut *lines.odd[i]);
-        even.fill(0.0);
-        odd.fill(0.0);
-        let Some(y) = (top + i).checked_sub(pt).filter(|&y| y < h) else {
-            continue;
-        };
-        deinterleave(&plane[y * w..][..w], pl, even, odd);
+    let span = (block.len() + 1) * cols;
+    let (even, odd) = (&mut *lines.even[0], &mut *lines.odd[0]);
+    for p in 0..=block.len() {
+        for parity in 0..2 {
+            even.fill(0.0);
+            odd.fill(0.0);
+            let padded = TILE * (block.start + p) + parity;
+            if let Some(y) = padded.checked_sub(pt).filter(|&y| y < h) {
+                deinterleave(&channel[y * w..][..w], pl, even, odd);
+            }
+            let row = |kind: usize| (parity * WINDOW + kind) * span + p * cols;
+            planes[row(0)..][..cols].copy_from_slice(&even[..cols]);
+            planes[row(1)..][..cols].copy_from_slice(&odd[..cols]);
+            planes[row(2)..][..cols].copy_from_slice(&even[1..=cols]);
+            planes[row(3)..][..cols].copy_from_slice(&odd[1..=cols]);
+        }
     }
 }
 
@@ -285,78 +347,74 @@ fn deinterleave(row: &[f32], shift: usize, even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
-/// `row[x] += ` the value at padded column `x + shift`, the inverse of [`deinterleave`].
-fn interleave_add(even: &[f32], odd: &[f32], shift: usize, row: &mut [f32]) {
+/// `apply(row[x], value)` for the value at padded column `x + shift` (the inverse of
+/// [`deinterleave`]): `=` to write rows of tiles out, `+=` to add windows back.
+fn interleave(
+    even: &[f32],
+    odd: &[f32],
+    shift: usize,
+    row: &mut [f32],
+    apply: impl Fn(&mut f32, f32),
+) {
     let (row, start) = match row.split_first_mut() {
         Some((first, rest)) if shift % 2 == 1 => {
-            *first += odd[shift / 2];
+            apply(first, odd[shift / 2]);
             (rest, shift / 2 + 1)
         }
         _ => (row, shift / 2),
     };
     let half = row.len() / 2;
     let mut pairs = row.chunks_exact_mut(2);
-    for ((e, o), pair) in even[start..].iter().zip(&odd[start..]).zip(pairs.by_ref()) {
-        pair[0] += e;
-        pair[1] += o;
+    for ((&e, &o), pair) in even[start..].iter().zip(&odd[start..]).zip(pairs.by_ref()) {
+        apply(&mut pair[0], e);
+        apply(&mut pair[1], o);
     }
     if let [last] = pairs.into_remainder() {
-        *last += even[start + half];
+        apply(last, even[start + half]);
     }
 }
 
 /// `y[k][2ty + a][2tx + b] = (Aᵀ M A)[a][b] + bias[k]` for the block's tiles, cropped to the
-/// output.
+/// output. Works in `m`, which it leaves changed; nothing depends on a neighbouring tile, so
+/// each step is one loop over all the block's tiles.
 fn transform_output(
     shape: &ConvShape,
     tiling: &Tiling,
-    m: &[f32],
+    m: &mut [f32],
     block: &Range<usize>,
     bias: Option<&[f32]>,
     y: &mut [f32],
-    lines: &mut Lines<'_>,
 ) {
     let (k_len, cols) = (shape.out_channels, tiling.cols);
     let tiles = block.len() * cols;
     let [ho, wo] = shape.output;
     for k in 0..k_len {
         let b = bias.map_or(0.0, |bias| bias[k]);
+        let at = |i: usize, j: usize| ((i * WINDOW + j) * k_len + k) * tiles;
+        // Aᵀ down, for each column j of the tile: rows 0 and 1 of M become the tile's two
+        // output rows.
+        for j in 0..WINDOW {
+            let [m0, m1, m2, m3] = four_mut(m, [0, 1, 2, 3].map(|i| at(i, j)), tiles);
+            for q in 0..tiles {
+                [m0[q], m1[q]] = output_1d([m0[q], m1[q], m2[q], m3[q]]);
+            }
+        }
+        // Aᵀ across, each output row a: its even and odd columns into columns 0 and 1.
+        for a in 0..TILE {
+            let [s0, s1, s2, s3] = four_mut(m, [0, 1, 2, 3].map(|j| at(a, j)), tiles);
+            for q in 0..tiles {
+                let [even, odd] = output_1d([s0[q], s1[q], s2[q], s3[q]]);
+                [s0[q], s1[q]] = [even + b, odd + b];
+            }
+        }
         let y = &mut y[k * ho * wo..][..ho * wo];
         for (r, ty) in block.clone().enumerate() {
-            let point = |i: usize, j: usize| {
-                &m[((i * WINDOW + j) * k_len + k) * tiles + r * cols..][..cols]
-            };
-            // Aᵀ down: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 for each column j of the tile,
-            // into even lines (s0) and odd lines (s1).
-            for j in 0..WINDOW {
-                let (s0, s1) = (&mut *lines.even[j], &mut *lines.odd[j]);
-                let rows = point(0, j)
-                    .iter()
-                    .zip(point(1, j))
-                    .zip(point(2, j))
-                    .zip(point(3, j));
-                for ((s0, s1), (((m0, m1), m2), m3)) in s0.iter_mut().zip(s1.iter_mut()).zip(rows) {
-                    *s0 = m0 + m1 + m2;
-                    *s1 = m1 - m2 - m3;
-                }
-            }
-            // Aᵀ across, each output row of the tile: [s0 + s1 + s2, s1 − s2 − s3].
             for a in 0..TILE {
                 let oy = ty * TILE + a;
-                if oy >= ho {
-                    break;
-                }
-                let s = if a == 0 { &lines.even } else { &lines.odd };
-                let row = &mut y[oy * wo..][..wo];
-                let quads = s[0].iter().zip(&*s[1]).zip(&*s[2]).zip(&*s[3]);
-                let mut pairs = row.chunks_exact_mut(TILE);
-                for (pair, (((s0, s1), s2), s3)) in pairs.by_ref().zip(quads) {
-                    pair[0] = s0 + s1 + s2 + b;
-                    pair[1] = s1 - s2 - s3 + b;
-                }
-                if let [last] = pairs.into_remainder() {
-                    let t = wo / TILE;
-                    *last = s[0][t] + s[1][t] + s[2][t] + b;
+                if oy < ho {
+                    let even = &m[at(a, 0) + r * cols..][..cols];
+                    let odd = &m[at(a, 1) + r * cols..][..cols];
+                    interleave(even, odd, 0, &mut y[oy * wo..][..wo], |y, v| *y = v);
                 }
             }
         }
@@ -364,58 +422,51 @@ fn transform_output(
 }
 
 /// `dM = A dY Aᵀ` for the block's tiles: `dM[ξ][k][t]`, `dY` the tile's 2×2 output gradient
-/// (zero past the output's edge).
+/// (zero past the output's edge). Each step is one loop over all the block's tiles.
 fn transform_output_gradient(
     shape: &ConvShape,
     tiling: &Tiling,
     dy: &[f32],
     block: &Range<usize>,
     dm: &mut [f32],
-    lines: &mut Lines<'_>,
+    planes: &mut [f32],
 ) {
     let (k_len, cols) = (shape.out_channels, tiling.cols);
     let tiles = block.len() * cols;
     let [ho, wo] = shape.output;
     for k in 0..k_len {
         let dy = &dy[k * ho * wo..][..ho * wo];
+        // Output row a of every tile, even and odd columns apart, into planes 2a and 2a + 1.
         for (r, ty) in block.clone().enumerate() {
-            // The tile's two output rows, even and odd columns apart, in lines 0 and 1.
             for a in 0..TILE {
-                let (even, odd) = (&mut *lines.even[a], &mut *lines.odd[a]);
+                let (even_at, odd_at) = (2 * a * tiles + r * cols, (2 * a + 1) * tiles + r * cols);
+                let (low, high) = planes.split_at_mut(odd_at);
+                let (even, odd) = (&mut low[even_at..][..cols], &mut high[..cols]);
                 even.fill(0.0);
                 odd.fill(0.0);
                 let oy = ty * TILE + a;
-                if oy >= ho {
-                    continue;
-                }
-                deinterleave(&dy[oy * wo..][..wo], 0, even, odd);
-            }
-            // A down: [d0, d0 + d1, d0 − d1, −d1] into lines 0..4.
-            for lines in [&mut lines.even, &mut lines.odd] {
-                let [d0, d1, d2, d3] = lines;
-                for (((d0, d1), d2), d3) in d0
-                    .iter_mut()
-                    .zip(d1.iter_mut())
-                    .zip(d2.iter_mut())
-                    .zip(d3.iter_mut())
-                {
-                    (*d0, *d1, *d2, *d3) = (*d0, *d0 + *d1, *d0 - *d1, -*d1);
+                if oy < ho {
+                    deinterleave(&dy[oy * wo..][..wo], 0, even, odd);
                 }
             }
-            // A across, each row i: [e, e + o, e − o, −o].
-            for i in 0..WINDOW {
-                let (e, o) = (&lines.even[i][..cols], &lines.odd[i][..cols]);
-                let at = |j: usize| ((i * WINDOW + j) * k_len + k) * tiles + r * cols;
-                dm[at(0)..][..cols].copy_from_slice(e);
-                for ((v, e), o) in dm[at(1)..][..cols].iter_mut().zip(e).zip(o) {
-                    *v = e + o;
-                }
-                for ((v, e), o) in dm[at(2)..][..cols].iter_mut().zip(e).zip(o) {
-                    *v = e - o;
-                }
-                for (v, o) in dm[at(3)..][..cols].iter_mut().zip(o) {
-                    *v = -o;
-                }
+        }
+        let part = |p: usize| &planes[p * tiles..][..tiles];
+        let at = |i: usize, j: usize| ((i * WINDOW + j) * k_len + k) * tiles;
+        // A down: the even columns' rows into column 0 of dM, the odd columns' into
+        // column 3, for now.
+        for (parity, j) in [(0, 0), (1, WINDOW - 1)] {
+            let (d0, d1) = (part(parity), part(2 + parity));
+            let [v0, v1, v2, v3] = four_mut(dm, [0, 1, 2, 3].map(|i| at(i, j)), tiles);
+            for q in 0..tiles {
+                [v0[q], v1[q], v2[q], v3[q]] = output_gradient_1d([d0[q], d1[q]]);
+            }
+        }
+        // A across, each row i, from the even columns' value (column 0) and the odd
+        // columns' (column 3).
+        for i in 0..WINDOW {
+            let [v0, v1, v2, v3] = four_mut(dm, [0, 1, 2, 3].map(|j| at(i, j)), tiles);
+            for q in 0..tiles {
+                [v0[q], v1[q], v2[q], v3[q]] = output_gradient_1d([v0[q], v3[q]]);
             }
         }
     }
@@ -468,7 +519,13 @@ fn transform_input_gradient(
                 let Some(y) = (ty * TILE + i).checked_sub(pt).filter(|&y| y < h) else {
                     continue;
                 };
-                interleave_add(lines.even[i], lines.odd[i], pl, &mut dx[y * w..][..w]);
+                interleave(
+                    lines.even[i],
+                    lines.odd[i],
+                    pl,
+                    &mut dx[y * w..][..w],
+                    |x, v| *x += v,
+                );
             }
         }
     }
@@ -511,11 +568,16 @@ fn forward_sample(
     scratch: &mut [f32],
     par: Parallelism,
 ) {
-    let (v, m, mut lines) = tiling.split(shape, scratch);
+    let Scratch {
+        v,
+        m,
+        mut lines,
+        planes,
+    } = tiling.split(shape, scratch);
     let (k, c) = (shape.out_channels, shape.channels);
     for block in tiling.blocks() {
         let tiles = block.len() * tiling.cols;
-        transform_input(shape, tiling, x, &block, v, &mut lines);
+        transform_input(shape, tiling, x, &block, v, planes, &mut lines);
         for xi in 0..POINTS {
             // M_ξ[k × tiles] = U_ξ[k × c] · V_ξ[c × tiles]
             gemm::product(
@@ -526,7 +588,7 @@ fn forward_sample(
                 par,
             );
         }
-        transform_output(shape, tiling, m, &block, bias, y, &mut lines);
+        transform_output(shape, tiling, m, &block, bias, y);
     }
 }
 
@@ -583,15 +645,20 @@ fn backward_sample(
         // Written before it is read (see `super::backward_sample`).
         dx.fill(0.0);
     }
-    let (v, dm, mut lines) = tiling.split(shape, scratch);
+    let Scratch {
+        v,
+        m: dm,
+        mut lines,
+        planes,
+    } = tiling.split(shape, scratch);
     let (k, c) = (shape.out_channels, shape.channels);
     for block in tiling.blocks() {
         let tiles = block.len() * tiling.cols;
-        transform_output_gradient(shape, tiling, dy, &block, dm, &mut lines);
+        transform_output_gradient(shape, tiling, dy, &block, dm, planes);
         let dm_point =
             |xi: usize| gemm::Mat::row_major(&dm[xi * k * tiles..][..k * tiles], k, tiles);
         if !du.is_empty() {
-            transform_input(shape, tiling, x, &block, v, &mut lines);
+            transform_input(shape, tiling, x, &block, v, planes, &mut lines);
             for xi in 0..POINTS {
                 // dU_ξ[k × c] += dM_ξ[k × tiles] · V_ξᵀ[tiles × c]
                 gemm::product(
@@ -680,7 +747,7 @@ mod tests {
                 let placed = even.iter().chain(&odd).filter(|v| **v != 0.0).count();
                 assert_eq!(placed, len, "nothing else written");
                 let mut back = vec![1.0; len];
-                interleave_add(&even, &odd, shift, &mut back);
+                interleave(&even, &odd, shift, &mut back, |x, v| *x += v);
                 let expected: Vec<f32> = row.iter().map(|v| v + 1.0).collect();
                 assert_eq!(back, expected, "len {len}, shift {shift}");
             }
