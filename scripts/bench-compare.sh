@@ -10,7 +10,9 @@
 # Environment: TORCH_PY (python with torch, default ~/torchref/bin/python), TORCH_REF (the
 # reference script, default ../shared/bench/torch_ref.py), OUT (result folder, default
 # bench-results), ROUNDS, BACKENDS, FEATURES (cargo features, default flex), EXTRA (more
-# arguments for both, e.g. "--repeats 1").
+# arguments for both, e.g. "--repeats 1"), MALLOC: `reuse` (default; ours calls
+# allocator::reuse_freed_memory, PyTorch runs with the same glibc setting through
+# GLIBC_TUNABLES) or `system` (glibc's defaults for both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,14 @@ ROUNDS="${ROUNDS:-3}"
 BACKENDS="${BACKENDS:-ndarray flex}"
 FEATURES="${FEATURES:-flex}"
 EXTRA="${EXTRA:-}"
+MALLOC="${MALLOC:-reuse}"
+case "$MALLOC" in
+  # The values allocator::reuse_freed_memory sets with mallopt.
+  reuse) TORCH_ENV="GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
+         OURS_MALLOC="" ;;
+  system) TORCH_ENV="BENCH_MALLOC=system"; OURS_MALLOC="--system-malloc" ;;
+  *) echo "MALLOC must be reuse or system" >&2; exit 1 ;;
+esac
 
 [ -x "$TORCH_PY" ] || { echo "no python with torch at $TORCH_PY (set TORCH_PY)" >&2; exit 1; }
 [ -f "$TORCH_REF" ] || { echo "no reference script at $TORCH_REF (set TORCH_REF)" >&2; exit 1; }
@@ -30,12 +40,12 @@ cargo bench --bench workloads --features "$FEATURES" --no-run
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: PyTorch"
   # shellcheck disable=SC2086
-  "$TORCH_PY" "$TORCH_REF" --json "$OUT/torch_r$round.json" $EXTRA
+  env "$TORCH_ENV" "$TORCH_PY" "$TORCH_REF" --json "$OUT/torch_r$round.json" $EXTRA
   for backend in $BACKENDS; do
     echo "== round $round: burn-transfer on $backend"
     # shellcheck disable=SC2086
     cargo bench --bench workloads --features "$FEATURES" -- --backend "$backend" \
-      --json "$OUT/${backend}_r$round.json" --torch "$OUT/torch_r$round.json" $EXTRA
+      --json "$OUT/${backend}_r$round.json" --torch "$OUT/torch_r$round.json" $OURS_MALLOC $EXTRA
   done
 done
 echo "results in $OUT/; table: scripts/bench-table.py $OUT"

@@ -80,28 +80,57 @@ pub(crate) fn update_in_place<B: Backend>(
     primitive: &mut B::FloatTensorPrimitive,
     f: impl FnOnce(&mut [f32]),
 ) -> bool {
-    let any: &mut dyn Any = primitive;
-    if let Some(burn_ndarray::NdArrayTensor::F32(storage)) = any.downcast_mut() {
-        // `is_unique` first: `as_slice_mut` on a shared array would copy it.
-        if storage.is_unique()
-            && let Some(values) = storage.ensure_owned().as_slice_mut()
-        {
+    match values_mut::<B>(primitive) {
+        Some(values) => {
             f(values);
-            return true;
+            true
         }
-        return false;
+        None => false,
+    }
+}
+
+/// The values of an `f32` primitive as its own mutable buffer, in row-major order, when
+/// they are contiguous and no other tensor shares them (ndarray, Flex); `None` otherwise
+/// (and for other element types), so that the caller makes a new tensor instead.
+pub(crate) fn values_mut<B: Backend>(
+    primitive: &mut B::FloatTensorPrimitive,
+) -> Option<&mut [f32]> {
+    let any: &mut dyn Any = primitive;
+    // The type is asked first: a borrow returned from one `downcast_mut` arm would keep
+    // `any` borrowed in the next.
+    if any.is::<burn_ndarray::NdArrayTensor>() {
+        return match any.downcast_mut() {
+            // `is_unique` first: `as_slice_mut` on a shared array would copy it.
+            Some(burn_ndarray::NdArrayTensor::F32(storage)) if storage.is_unique() => {
+                storage.ensure_owned().as_slice_mut()
+            }
+            _ => None,
+        };
     }
     #[cfg(feature = "flex")]
     if let Some(tensor) = any.downcast_mut::<burn::backend::flex::FlexTensor>() {
-        if let Some((start, end)) = tensor.layout().contiguous_offsets()
-            && let Some(storage) = tensor.try_storage_mut::<f32>()
-        {
-            f(&mut storage[start..end]);
-            return true;
+        // `try_storage_mut` asserts on the element type: ask first.
+        if tensor.dtype() != burn::tensor::DType::F32 {
+            return None;
         }
-        return false;
+        let (start, end) = tensor.layout().contiguous_offsets()?;
+        return tensor
+            .try_storage_mut::<f32>()
+            .map(|storage| &mut storage[start..end]);
     }
-    false
+    None
+}
+
+/// Whether `B`'s float tensors live in host memory as one of the CPU backends' own types
+/// (ndarray, Flex), where reading and changing their values in place costs nothing.
+pub(crate) fn is_host_backend<B: Backend>() -> bool {
+    use std::any::TypeId;
+    let primitive = TypeId::of::<B::FloatTensorPrimitive>();
+    #[cfg(feature = "flex")]
+    if primitive == TypeId::of::<burn::backend::flex::FlexTensor>() {
+        return true;
+    }
+    primitive == TypeId::of::<burn_ndarray::NdArrayTensor>()
 }
 
 /// A tensor holding `values` (row-major `dims`); the CPU backends take the vector over

@@ -15,6 +15,7 @@
 //!   results, trained through backward passes of their own on the CPU backends;
 //! - `models` (feature `models`, on by default): BERT/MiniLM, MobileNetV2 and ResNet with
 //!   PyTorch's parameter names, loading the original checkpoints;
+//! - [`allocator`]: keeping freed memory for the next step when training on the CPU;
 //! - [`learner`]: running a [`TransferModel`] inside burn-train's `Learner`.
 //!
 //! ```
@@ -44,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod adapter;
+pub mod allocator;
 pub mod backbone;
 pub mod checkpoint;
 pub mod conv;

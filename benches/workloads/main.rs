@@ -5,7 +5,11 @@
 //!
 //!     cargo bench --bench workloads -- --json bench.json [--backend ndarray|flex|wgpu]
 //!         [--workloads a,b] [--warmup 5] [--steps 30] [--repeats 3] [--no-gemm]
-//!         [--epochs 10] [--torch torch_ref.json]
+//!         [--epochs 10] [--torch torch_ref.json] [--system-malloc]
+//!
+//! Like a training program should, it first makes `malloc` keep freed memory for the next
+//! step (`burn_transfer::allocator::reuse_freed_memory`); `--system-malloc` leaves glibc's
+//! defaults (`scripts/bench-compare.sh` runs PyTorch under the same setting as ours).
 //!
 //! Backends other than ndarray need their crate feature (`--features flex`, `wgpu`).
 
@@ -30,6 +34,7 @@ struct Args {
     repeats: usize,
     epochs: usize,
     gemm: bool,
+    reuse_memory: bool,
     json: String,
     torch: Option<String>,
 }
@@ -47,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         repeats: 3,
         epochs: 10,
         gemm: true,
+        reuse_memory: true,
         json: "bench.json".into(),
         torch: None,
     };
@@ -64,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
             "--repeats" => a.repeats = number(value()?)?,
             "--epochs" => a.epochs = number(value()?)?,
             "--no-gemm" => a.gemm = false,
+            "--system-malloc" => a.reuse_memory = false,
             "--json" => a.json = value()?,
             "--torch" => a.torch = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
@@ -110,6 +117,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
         "blas": if cfg!(feature = "blas-openblas-system") { "openblas" } else { "none" },
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "machine": std::env::consts::ARCH,
+        "malloc": if args.reuse_memory { "reuse_freed_memory" } else { "system defaults" },
         "warmup": args.warmup,
         "steps": args.steps,
         "repeats": args.repeats,
@@ -207,6 +215,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.reuse_memory && !burn_transfer::allocator::reuse_freed_memory() {
+        eprintln!("note: malloc is not glibc's here; running with its defaults");
+    }
     let result = match args.backend.as_str() {
         "ndarray" => run::<Autodiff<burn::backend::NdArray>>(&args, &Default::default()),
         #[cfg(feature = "flex")]

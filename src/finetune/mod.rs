@@ -23,6 +23,7 @@
 //! # Ok::<(), burn_transfer::TransferError>(())
 //! ```
 
+mod adamw;
 mod early_stopping;
 mod feature_cache;
 pub(crate) mod fit;
@@ -33,6 +34,7 @@ mod schedule;
 pub(crate) mod session;
 mod task;
 
+pub use adamw::FusedAdamW;
 pub use early_stopping::{BestTracker, EarlyStopping, Monitor, Observation};
 pub use feature_cache::{CachedFeatures, HeadOnCache};
 pub use fit::{FitOutcome, ValidBatch};

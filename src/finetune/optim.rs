@@ -1,14 +1,13 @@
 //! Optimizers per parameter group, gradient accumulation and global-norm clipping.
 
+use super::adamw::FusedAdamW;
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, Selector};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{
-    AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer, Sgd, SgdConfig,
-};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer, Sgd, SgdConfig};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -119,14 +118,7 @@ impl OptimizerKind {
                 beta_1,
                 beta_2,
                 epsilon,
-            } => AnyOptimizer::AdamW(
-                AdamWConfig::new()
-                    .with_weight_decay(weight_decay)
-                    .with_beta_1(beta_1)
-                    .with_beta_2(beta_2)
-                    .with_epsilon(epsilon)
-                    .init(),
-            ),
+            } => AnyOptimizer::AdamW(FusedAdamW::new(weight_decay, beta_1, beta_2, epsilon).init()),
             OptimizerKind::Sgd {
                 momentum,
                 nesterov,
@@ -152,7 +144,7 @@ impl OptimizerKind {
 
 /// One of the supported optimizers, chosen at run time.
 pub(crate) enum AnyOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
-    AdamW(OptimizerAdaptor<AdamW, M, B>),
+    AdamW(OptimizerAdaptor<FusedAdamW, M, B>),
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
 }
 
@@ -182,7 +174,8 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
         let decode = std::panic::AssertUnwindSafe(|| match self {
             AnyOptimizer::AdamW(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
-                let taken = std::mem::replace(o, AdamWConfig::new().init());
+                // A stand-in while the record loads into the optimizer taken out.
+                let taken = std::mem::replace(o, FusedAdamW::new(0.0, 0.0, 0.0, 0.0).init());
                 *o = taken.load_record(r);
             }),
             AnyOptimizer::Sgd(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
