@@ -1,7 +1,7 @@
 //! Backbones: the pretrained body of a network, from input to a feature vector.
 
 use burn::module::{Module, ModuleDisplay};
-use burn::nn::{Linear, LinearConfig, Relu};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::error::{Result, TransferError};
@@ -29,9 +29,9 @@ pub trait Backbone<B: Backend>: Module<B> + ModuleDisplay {
 /// Its layers are at `layers.N`, so `Selector::last_layers("layers", k)` picks the top `k`.
 #[derive(Module, Debug)]
 pub struct MlpBackbone<B: Backend> {
-    /// The linear layers, each followed by ReLU.
+    /// The linear layers, each followed by ReLU (fused into the layer's pass:
+    /// [`crate::linear::forward_relu`]).
     pub layers: Vec<Linear<B>>,
-    activation: Relu,
 }
 
 impl<B: Backend> MlpBackbone<B> {
@@ -50,10 +50,7 @@ impl<B: Backend> MlpBackbone<B> {
             .windows(2)
             .map(|w| LinearConfig::new(w[0], w[1]).init(device))
             .collect();
-        let backbone = Self {
-            layers,
-            activation: Relu::new(),
-        };
+        let backbone = Self { layers };
         crate::freeze::materialize(&backbone);
         Ok(backbone)
     }
@@ -82,10 +79,7 @@ impl<B: Backend> MlpBackbone<B> {
                 });
             }
         }
-        let backbone = Self {
-            layers,
-            activation: Relu::new(),
-        };
+        let backbone = Self { layers };
         crate::freeze::materialize(&backbone);
         Ok(backbone)
     }
@@ -97,7 +91,7 @@ impl<B: Backend> Backbone<B> for MlpBackbone<B> {
     fn features(&self, input: Tensor<B, 2>) -> Tensor<B, 2> {
         self.layers
             .iter()
-            .fold(input, |x, layer| self.activation.forward(layer.forward(x)))
+            .fold(input, |x, layer| crate::linear::forward_relu(layer, x))
     }
 
     fn feature_dim(&self) -> usize {

@@ -54,9 +54,10 @@ pub mod error;
 pub mod finetune;
 pub mod freeze;
 pub mod head;
-mod host_tensor;
+mod host;
 pub mod import;
 pub mod learner;
+pub mod linear;
 pub mod loss;
 #[cfg(feature = "models")]
 pub mod models;

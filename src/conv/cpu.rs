@@ -4,16 +4,18 @@
 //! CPU backends) is never taken.
 //!
 //! Which backends: the ones whose tensors live in host memory, recognised by type ([`run`];
-//! why by type and not by a trait bound: `crate::host_tensor`).
+//! why by type and not by a trait bound: `crate::host::tensor`).
 
 use super::host::{self, ConvShape, Wanted};
-use crate::host_tensor::{self, from_host, host_values, primitive};
+use crate::host::relu as host_relu;
+use crate::host::route::{HostBackend, HostOp, route};
+use crate::host::tensor::{self as host_tensor, from_host, host_values, primitive};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorPrimitive};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
 
@@ -34,49 +36,42 @@ pub(super) fn run<B: Backend>(
     if !all_f32 {
         return Err(operands);
     }
-    match on_host(operands, shape, relu) {
-        Ok(operands) => Err(operands),
-        Err(output) => Ok(output),
-    }
+    route(&HostConvCall { shape, relu }, operands)
 }
 
-/// Tries each CPU backend in turn; `Err` carries the result (so that `?` stops at the
-/// backend that matched), `Ok` the operands when none did.
-fn on_host<B: Backend>(
-    operands: Operands<B>,
-    shape: &ConvShape,
+/// One convolution call, for [`route`].
+struct HostConvCall<'a> {
+    shape: &'a ConvShape,
     relu: bool,
-) -> Result<Operands<B>, Tensor<B, 4>> {
-    use burn::backend::NdArray;
-    // Inference on ndarray is left to its own convolution, a SIMD direct convolution that
-    // is faster in the forward direction than unfolding. Not in training: its output is
-    // laid out channels-last, which every later operation and this backward pass would
-    // have to copy back element by element.
-    let operands = via::<B, Autodiff<NdArray>>(operands, |o| training(o, shape, relu))?;
-    let operands =
-        via::<B, Autodiff<NdArray, BalancedCheckpointing>>(operands, |o| training(o, shape, relu))?;
-    #[cfg(feature = "flex")]
-    let operands = {
-        use burn::backend::Flex;
-        // Flex's own forward convolution is slower than the host one for dense kernels;
-        // grouped and depthwise ones (one small product per group here) stay with Flex.
-        let operands = if shape.groups == 1 {
-            via::<B, Flex>(operands, |o| inference(o, shape, relu))?
-        } else {
-            operands
-        };
-        let operands = via::<B, Autodiff<Flex>>(operands, |o| training(o, shape, relu))?;
-        via::<B, Autodiff<Flex, BalancedCheckpointing>>(operands, |o| training(o, shape, relu))?
-    };
-    Ok(operands)
 }
 
-/// When `B` is `T`: `Err(f(operands))`; otherwise `Ok(operands)`, to try the next type.
-fn via<B: Backend, T: Backend>(
-    operands: Operands<B>,
-    f: impl FnOnce(Operands<T>) -> Tensor<T, 4>,
-) -> Result<Operands<B>, Tensor<B, 4>> {
-    host_tensor::when_same(operands, f)
+impl HostOp for HostConvCall<'_> {
+    type Operands<B: Backend> = Operands<B>;
+    type Output<B: Backend> = Tensor<B, 4>;
+
+    fn infers_on(&self, backend: HostBackend) -> bool {
+        match backend {
+            // ndarray's own convolution is a SIMD direct convolution, faster in the forward
+            // direction than unfolding. (Not in training: its output is laid out
+            // channels-last, which every later operation and this backward pass would have
+            // to copy back element by element.)
+            HostBackend::NdArray => false,
+            // Flex's own forward convolution is slower than the host one for dense kernels;
+            // grouped and depthwise ones (one small product per group here) stay with Flex.
+            HostBackend::Flex => self.shape.groups == 1,
+        }
+    }
+
+    fn inference<B: Backend>(&self, operands: Operands<B>) -> Tensor<B, 4> {
+        inference(operands, self.shape, self.relu)
+    }
+
+    fn training<B: Backend, C: CheckpointStrategy>(
+        &self,
+        operands: Operands<Autodiff<B, C>>,
+    ) -> Tensor<Autodiff<B, C>, 4> {
+        training(operands, self.shape, self.relu)
+    }
 }
 
 fn output_dims(shape: &ConvShape) -> [usize; 4] {
@@ -89,7 +84,6 @@ fn output_dims(shape: &ConvShape) -> [usize; 4] {
 }
 
 /// Forward only, on a backend without autodiff.
-#[cfg(feature = "flex")]
 fn inference<B: Backend>(
     (x, weight, bias): Operands<B>,
     shape: &ConvShape,
@@ -205,7 +199,7 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
         let mut masked = None;
         if let Some(y) = &relu_output {
             let y = host_values::<B, 4>(y);
-            let mask = |dy: &mut [f32]| host::relu_gradient_in_place(dy, &y);
+            let mask = |dy: &mut [f32]| host_relu::relu_gradient_in_place(dy, &y);
             if !host_tensor::update_in_place::<B>(&mut dy, mask) {
                 let mut copy = host_values::<B, 4>(&dy).into_owned();
                 mask(&mut copy);

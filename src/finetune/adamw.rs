@@ -7,7 +7,8 @@
 //! updated in their own buffers (when no other tensor shares them), each element read
 //! once, on rayon's threads. Other backends (wgpu) take burn's tensor operations.
 
-use crate::host_tensor::{self, from_host, host_values, primitive};
+use crate::host::tensor::{self as host_tensor, from_host, host_values, primitive};
+use crate::host::vector_isa;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
@@ -102,6 +103,15 @@ impl StepConstants {
     /// Updates one stretch of weights and moments from its gradients, in place. The order of
     /// operations is burn's, so that the results round the same way.
     fn apply(&self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        // The division and square root per element bound this loop: 16 lanes instead of 4.
+        vector_isa::widest(
+            #[inline(always)]
+            || self.apply_loop(w, m, v, g),
+        )
+    }
+
+    #[inline(always)]
+    fn apply_loop(&self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         let (b1, b2) = (self.beta_1, self.beta_2);
         let (f1, f2) = (1.0 - b1, 1.0 - b2);
         for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {

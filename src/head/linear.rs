@@ -43,7 +43,7 @@ impl<B: Backend> LinearHead<B> {
 
 impl<B: Backend> Head<B> for LinearHead<B> {
     fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.linear.forward(features)
+        crate::linear::forward(&self.linear, features)
     }
 
     fn input_dim(&self) -> usize {

@@ -97,9 +97,9 @@ impl<B: Backend> Head<B> for MlpHead<B> {
     fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = self.hidden.iter().fold(features, |x, layer| {
             self.dropout
-                .forward(self.activation.forward(layer.forward(x)))
+                .forward(self.activation.forward(crate::linear::forward(layer, x)))
         });
-        self.output.forward(x)
+        crate::linear::forward(&self.output, x)
     }
 
     fn input_dim(&self) -> usize {

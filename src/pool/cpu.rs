@@ -4,12 +4,13 @@
 //! frozen forward). Other backends are handed back to burn.
 
 use super::host::{self, PoolShape};
-use crate::host_tensor::{self, from_host, host_values, primitive};
+use crate::host::route::{HostBackend, HostOp, route};
+use crate::host::tensor::{from_host, host_values, primitive};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use std::sync::Arc;
@@ -23,32 +24,33 @@ pub(super) fn run<B: Backend>(
     if x.dtype() != DType::F32 {
         return Err(x);
     }
-    match on_host(x, shape) {
-        Ok(x) => Err(x),
-        Err(y) => Ok(y),
+    route(&HostPoolCall { shape }, x)
+}
+
+/// One pooling call, for [`route`].
+struct HostPoolCall<'a> {
+    shape: &'a PoolShape,
+}
+
+impl HostOp for HostPoolCall<'_> {
+    type Operands<B: Backend> = Tensor<B, 4>;
+    type Output<B: Backend> = Tensor<B, 4>;
+
+    fn infers_on(&self, backend: HostBackend) -> bool {
+        // Inference on ndarray stays with ndarray's SIMD max-pool.
+        backend == HostBackend::Flex
     }
-}
 
-fn on_host<B: Backend>(x: Tensor<B, 4>, shape: &PoolShape) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    use burn::backend::NdArray;
-    // Inference on ndarray stays with ndarray's SIMD max-pool.
-    let x = via::<B, Autodiff<NdArray>>(x, |x| training(x, shape))?;
-    let x = via::<B, Autodiff<NdArray, BalancedCheckpointing>>(x, |x| training(x, shape))?;
-    #[cfg(feature = "flex")]
-    let x = {
-        use burn::backend::Flex;
-        let x = via::<B, Flex>(x, |x| inference(x, shape))?;
-        let x = via::<B, Autodiff<Flex>>(x, |x| training(x, shape))?;
-        via::<B, Autodiff<Flex, BalancedCheckpointing>>(x, |x| training(x, shape))?
-    };
-    Ok(x)
-}
+    fn inference<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        inference(x, self.shape)
+    }
 
-fn via<B: Backend, T: Backend>(
-    x: Tensor<B, 4>,
-    f: impl FnOnce(Tensor<T, 4>) -> Tensor<T, 4>,
-) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    host_tensor::when_same(x, f)
+    fn training<B: Backend, C: CheckpointStrategy>(
+        &self,
+        x: Tensor<Autodiff<B, C>, 4>,
+    ) -> Tensor<Autodiff<B, C>, 4> {
+        training(x, self.shape)
+    }
 }
 
 fn output_dims(x: [usize; 4], shape: &PoolShape) -> [usize; 4] {
@@ -56,7 +58,6 @@ fn output_dims(x: [usize; 4], shape: &PoolShape) -> [usize; 4] {
 }
 
 /// Forward only, on a backend without autodiff.
-#[cfg(feature = "flex")]
 fn inference<B: Backend>(x: Tensor<B, 4>, shape: &PoolShape) -> Tensor<B, 4> {
     let (dims, device) = (x.dims(), x.device());
     let x = primitive(x);

@@ -10,11 +10,12 @@
 //! `super::im2col` does) writes a matrix of 85 MB for a 32→64 3×3 layer at batch 128,
 //! which costs more in page faults and memory traffic than the GEMMs themselves.
 
-mod gemm;
 mod scratch;
 mod unfold;
 mod winograd;
 
+use crate::host::gemm;
+use crate::host::relu::relu_in_place;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -212,30 +213,6 @@ pub(crate) fn forward(
         }
     });
     y
-}
-
-/// `max(v, 0)` as burn's ReLU computes it: values `≤ 0` become 0, NaN stays NaN.
-fn relu_in_place(values: &mut [f32]) {
-    // A select and an unconditional store, which vectorise; a conditional store does not,
-    // and mispredicts on every other value (it made this pass 10% of a CNN's step).
-    values
-        .iter_mut()
-        .for_each(|v| *v = if *v <= 0.0 { 0.0 } else { *v });
-}
-
-/// Through ReLU backwards, in place: the output gradient `dy` becomes the input's, `dy`
-/// where ReLU's output `y > 0` (or NaN, as burn masks only `y ≤ 0`), else 0. One parallel
-/// pass.
-pub(crate) fn relu_gradient_in_place(dy: &mut [f32], y: &[f32]) {
-    debug_assert_eq!(dy.len(), y.len());
-    const CHUNK: usize = 64 * 1024;
-    dy.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK))
-        .for_each(|(dy, y)| {
-            for (dy, &y) in dy.iter_mut().zip(y) {
-                *dy = if y <= 0.0 { 0.0 } else { *dy };
-            }
-        });
 }
 
 /// Runs `f(b, out_b)` for every sample `b` and its chunk of `out` (`len` elements), in

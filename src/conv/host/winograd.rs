@@ -549,7 +549,7 @@ pub(super) fn forward(
             forward_sample(shape, &tiling, x, &u, bias, y, scratch, par)
         });
         if relu {
-            super::relu_in_place(y);
+            crate::host::relu::relu_in_place(y);
         }
     });
     y

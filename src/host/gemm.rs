@@ -1,11 +1,12 @@
 //! A safe face on the `gemm` crate's strided `f32` product: matrices are slices with row
-//! and column strides, checked to lie inside their slices before the unsafe call.
+//! and column strides, checked to lie inside their slices before the unsafe call. The host
+//! convolution and the host linear layer are built on it.
 
 use gemm::Parallelism;
 
 /// A read-only matrix view.
 #[derive(Clone, Copy)]
-pub(super) struct Mat<'a> {
+pub(crate) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -64,7 +65,7 @@ impl<'a> Mat<'a> {
 }
 
 /// A writable matrix view with unit column stride.
-pub(super) struct MatMut<'a> {
+pub(crate) struct MatMut<'a> {
     data: &'a mut [f32],
     rows: usize,
     cols: usize,
@@ -114,9 +115,9 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
 
 /// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`.
 ///
-/// Panics when the shapes do not chain; the callers derive them from one checked
-/// convolution shape, so that would be a bug here, not a user error.
-pub(super) fn product(
+/// Panics when the shapes do not chain; the callers derive them from one checked layer
+/// shape, so that would be a bug here, not a user error.
+pub(crate) fn product(
     dst: MatMut<'_>,
     lhs: Mat<'_>,
     rhs: Mat<'_>,

@@ -1,0 +1,55 @@
+//! ReLU on host memory, forward and backward, for the host layers that fuse it (the
+//! convolution and the linear layer): burn's ReLU is a separate operation with its own
+//! output tensor and, in training, a mask tensor; fused, it is one pass over a buffer the
+//! layer owns anyway.
+
+use rayon::prelude::*;
+
+/// Elements per parallel task of the backward pass.
+const CHUNK: usize = 64 * 1024;
+
+/// `max(v, 0)` as burn's ReLU computes it: values `≤ 0` become 0, NaN stays NaN.
+pub(crate) fn relu_in_place(values: &mut [f32]) {
+    // A select and an unconditional store, which vectorise; a conditional store does not,
+    // and mispredicts on every other value (it made this pass 10% of a CNN's step).
+    values
+        .iter_mut()
+        .for_each(|v| *v = if *v <= 0.0 { 0.0 } else { *v });
+}
+
+/// Through ReLU backwards, in place: the output gradient `dy` becomes the input's, `dy`
+/// where ReLU's output `y > 0` (or NaN, as burn masks only `y ≤ 0`), else 0. One parallel
+/// pass.
+pub(crate) fn relu_gradient_in_place(dy: &mut [f32], y: &[f32]) {
+    debug_assert_eq!(dy.len(), y.len());
+    dy.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(dy, y)| {
+            for (dy, &y) in dy.iter_mut().zip(y) {
+                *dy = if y <= 0.0 { 0.0 } else { *dy };
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_and_backward_follow_burns_relu() {
+        let y_in = [-1.0, 0.0, 2.0, f32::NAN, -0.0, 3.5];
+        let mut y = y_in;
+        relu_in_place(&mut y);
+        assert_eq!(&y[..3], &[0.0, 0.0, 2.0]);
+        assert!(y[3].is_nan());
+        assert_eq!(&y[4..], &[0.0, 3.5]);
+        // Past one task's stretch, so that the parallel split is exercised.
+        let mut y: Vec<f32> = (0..CHUNK + 77).map(|i| (i as f32 * 0.3).sin()).collect();
+        relu_in_place(&mut y);
+        let mut dy = vec![1.5; y.len()];
+        relu_gradient_in_place(&mut dy, &y);
+        for (g, &v) in dy.iter().zip(&y) {
+            assert_eq!(*g, if v > 0.0 { 1.5 } else { 0.0 });
+        }
+    }
+}
