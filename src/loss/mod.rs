@@ -18,6 +18,7 @@
 //! ```
 
 pub mod functional;
+mod fused;
 mod schedule;
 
 pub use schedule::ParamSchedule;
@@ -298,24 +299,52 @@ impl<B: Backend> DistillLoss<B> {
             });
         }
         let mut terms = Vec::new();
-        let kd = functional::kd_kl(
+        if let Some(labels) = &targets.labels {
+            check_labels(labels, bs)?;
+        }
+        let (kd_weight, ce_weight) = match &targets.labels {
+            Some(_) => {
+                let alpha = c.alpha.at(epoch);
+                (alpha, 1.0 - alpha)
+            }
+            None => (1.0, 0.0),
+        };
+        let constants = fused::KdCe {
+            temperature: t,
+            kd_weight,
+            ce_weight,
+            smoothing: c.label_smoothing as f64,
+        };
+        match fused::weighted_terms(
+            constants,
             targets.student_logits.clone(),
             targets.teacher_logits.clone(),
-            t,
-        );
-        match &targets.labels {
-            Some(labels) => {
-                check_labels(labels, bs)?;
-                let alpha = c.alpha.at(epoch);
-                let ce = functional::cross_entropy(
-                    targets.student_logits.clone(),
-                    labels.clone(),
-                    c.label_smoothing,
-                );
-                terms.push(("kd", kd.mul_scalar(alpha)));
-                terms.push(("ce", ce.mul_scalar(1.0 - alpha)));
+            targets.labels.clone(),
+        ) {
+            // CPU backends: both terms from one operation, `[kd, ce]`.
+            Some(pair) => {
+                let pair = pair?;
+                terms.push(("kd", pair.clone().slice(0..1)));
+                if targets.labels.is_some() {
+                    terms.push(("ce", pair.slice(1..2)));
+                }
             }
-            None => terms.push(("kd", kd)),
+            None => {
+                let kd = functional::kd_kl(
+                    targets.student_logits.clone(),
+                    targets.teacher_logits.clone(),
+                    t,
+                );
+                terms.push(("kd", kd.mul_scalar(kd_weight)));
+                if let Some(labels) = &targets.labels {
+                    let ce = functional::cross_entropy(
+                        targets.student_logits.clone(),
+                        labels.clone(),
+                        c.label_smoothing,
+                    );
+                    terms.push(("ce", ce.mul_scalar(ce_weight)));
+                }
+            }
         }
         if c.mse_weight > 0.0 {
             let mse = functional::mse(
