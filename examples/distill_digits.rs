@@ -71,7 +71,9 @@ fn measure(
 }
 
 fn main() -> burn_transfer::Result<()> {
-    // CPU training: keep freed buffers for the next step instead of paying page faults.
+    // CPU training: this thread computes as one of rayon's, and freed buffers are kept for
+    // the next step instead of paying page faults.
+    burn_transfer::threads::join_compute_pool();
     burn_transfer::allocator::reuse_freed_memory();
     let device = Default::default();
     let started = Instant::now();

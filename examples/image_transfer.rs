@@ -37,7 +37,9 @@ const BATCH: usize = 25;
 const TEST_PER_CLASS: usize = 60;
 
 fn main() -> burn_transfer::Result<()> {
-    // CPU training: keep freed buffers for the next step instead of paying page faults.
+    // CPU training: this thread computes as one of rayon's, and freed buffers are kept for
+    // the next step instead of paying page faults.
+    burn_transfer::threads::join_compute_pool();
     burn_transfer::allocator::reuse_freed_memory();
     let Some(weights) = weights_dir().map(|d| d.join("mobilenet_v2-b0353104.pth")) else {
         return missing(

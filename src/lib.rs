@@ -62,6 +62,7 @@ pub mod loss;
 #[cfg(feature = "models")]
 pub mod models;
 pub mod pool;
+pub mod threads;
 
 pub use backbone::{Backbone, MlpBackbone};
 pub use error::{Result, TransferError};

@@ -5,11 +5,13 @@
 //!
 //!     cargo bench --bench workloads -- --json bench.json [--backend ndarray|flex|wgpu]
 //!         [--workloads a,b] [--warmup 5] [--steps 30] [--repeats 3] [--no-gemm]
-//!         [--epochs 10] [--torch torch_ref.json] [--system-malloc]
+//!         [--epochs 10] [--torch torch_ref.json] [--system-malloc] [--separate-main]
 //!
 //! Like a training program should, it first makes `malloc` keep freed memory for the next
 //! step (`burn_transfer::allocator::reuse_freed_memory`); `--system-malloc` leaves glibc's
-//! defaults (`scripts/bench-compare.sh` runs PyTorch under the same setting as ours).
+//! defaults (`scripts/bench-compare.sh` runs PyTorch under the same setting as ours). And it
+//! makes its thread one of rayon's (`burn_transfer::threads::join_compute_pool`);
+//! `--separate-main` leaves rayon's default pool beside it.
 //!
 //! Backends other than ndarray need their crate feature (`--features flex`, `wgpu`).
 
@@ -37,6 +39,7 @@ struct Args {
     epochs: usize,
     gemm: bool,
     reuse_memory: bool,
+    main_in_pool: bool,
     json: String,
     torch: Option<String>,
 }
@@ -55,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         epochs: 10,
         gemm: true,
         reuse_memory: true,
+        main_in_pool: true,
         json: "bench.json".into(),
         torch: None,
     };
@@ -73,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
             "--epochs" => a.epochs = number(value()?)?,
             "--no-gemm" => a.gemm = false,
             "--system-malloc" => a.reuse_memory = false,
+            "--separate-main" => a.main_in_pool = false,
             "--json" => a.json = value()?,
             "--torch" => a.torch = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
@@ -136,6 +141,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "machine": std::env::consts::ARCH,
         "malloc": if args.reuse_memory { "reuse_freed_memory" } else { "system defaults" },
+        "main_thread_in_pool": args.main_in_pool,
         "warmup": args.warmup,
         "steps": args.steps,
         "repeats": args.repeats,
@@ -232,13 +238,19 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
 }
 
 fn main() {
-    let args = match parse_args() {
+    let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);
         }
     };
+    if args.main_in_pool {
+        args.main_in_pool = burn_transfer::threads::join_compute_pool();
+        if !args.main_in_pool {
+            eprintln!("note: a single thread; rayon's pool left as it is");
+        }
+    }
     if args.reuse_memory && !burn_transfer::allocator::reuse_freed_memory() {
         eprintln!("note: malloc is not glibc's here; running with its defaults");
     }
