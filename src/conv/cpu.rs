@@ -7,17 +7,16 @@
 //! why by type and not by a trait bound: `crate::host::tensor`).
 
 use super::host::{self, ConvShape, Wanted};
-use crate::host::relu as host_relu;
-use crate::host::route::{HostBackend, HostOp, route};
-use crate::host::tensor::{self as host_tensor, from_host, host_values, primitive};
+use crate::host::relu::GradientBeforeRelu;
+use crate::host::route::{HostBackend, HostOp, record, route};
+use crate::host::tensor::{from_host, host_values, primitive};
 use burn::prelude::*;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorPrimitive};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
+use burn_autodiff::ops::{Backward, Ops};
 
 /// A convolution's operands: input, weight, bias.
 pub(super) type Operands<B> = (Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>);
@@ -143,19 +142,6 @@ fn training<B: Backend, C: CheckpointStrategy>(
     Tensor::from_primitive(TensorPrimitive::Float(output))
 }
 
-/// Registers the operation in the graph, keeping `saved` for the backward pass only when a
-/// gradient will flow through it.
-fn record<B: Backend, C: CheckpointStrategy, const N: usize>(
-    prep: OpsPrep<HostConv, B, Saved<B>, C, N>,
-    saved: Saved<B>,
-    output: B::FloatTensorPrimitive,
-) -> FloatTensor<Autodiff<B, C>> {
-    match prep.compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(saved, output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
-}
-
 /// The host convolution's backward step (parents: input, weight, and bias if any).
 #[derive(Debug)]
 struct HostConv;
@@ -192,24 +178,9 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
         } = ops.state;
         let parent = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref()).map(|p| p.id);
         let (input_node, weight_node, bias_node) = (parent(0), parent(1), parent(2));
-        let mut dy = grads.consume::<B>(&ops.node);
-        // Through the fused ReLU first, to the convolution's own output gradient: in the
-        // gradient's buffer when this operation holds the only reference to it (the usual
-        // case; a fresh buffer would cost page faults), else in a copy.
-        let mut masked = None;
-        if let Some(y) = &relu_output {
-            let y = host_values::<B, 4>(y);
-            let mask = |dy: &mut [f32]| host_relu::relu_gradient_in_place(dy, &y);
-            if !host_tensor::update_in_place::<B>(&mut dy, mask) {
-                let mut copy = host_values::<B, 4>(&dy).into_owned();
-                mask(&mut copy);
-                masked = Some(copy);
-            }
-        }
-        let dy = match masked {
-            Some(values) => std::borrow::Cow::Owned(values),
-            None => host_values::<B, 4>(&dy),
-        };
+        // Through the fused ReLU first, to the convolution's own output gradient.
+        let dy =
+            GradientBeforeRelu::<B>::new::<4>(grads.consume::<B>(&ops.node), relu_output.as_ref());
         let wanted = Wanted {
             input: input_node.is_some(),
             weight: weight_node.is_some(),
@@ -218,7 +189,7 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
         let found = host::backward(
             &host_values::<B, 4>(&input),
             &host_values::<B, 4>(&weight),
-            &dy,
+            &dy.values::<4>(),
             &shape,
             wanted,
         );

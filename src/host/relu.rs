@@ -3,7 +3,10 @@
 //! output tensor and, in training, a mask tensor; fused, it is one pass over a buffer the
 //! layer owns anyway.
 
+use super::tensor::{host_values, update_in_place};
+use burn::prelude::*;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Elements per parallel task of the backward pass.
 const CHUNK: usize = 64 * 1024;
@@ -29,6 +32,44 @@ pub(crate) fn relu_gradient_in_place(dy: &mut [f32], y: &[f32]) {
                 *dy = if y <= 0.0 { 0.0 } else { *dy };
             }
         });
+}
+
+/// The gradient before a fused ReLU, on the host.
+pub(crate) enum GradientBeforeRelu<B: Backend> {
+    /// The incoming gradient's own tensor (masked in place, or without ReLU as it came).
+    Tensor(B::FloatTensorPrimitive),
+    /// A masked copy, when the incoming gradient's buffer was shared.
+    Copied(Vec<f32>),
+}
+
+impl<B: Backend> GradientBeforeRelu<B> {
+    /// From `dy`, the gradient after ReLU, and `relu_output`, ReLU's forward values (`None`:
+    /// the layer had no ReLU). Masked in `dy`'s own buffer when no other tensor holds it
+    /// (the usual case; a fresh buffer would cost its page faults), else in a copy.
+    pub(crate) fn new<const D: usize>(
+        mut dy: B::FloatTensorPrimitive,
+        relu_output: Option<&B::FloatTensorPrimitive>,
+    ) -> Self {
+        let Some(y) = relu_output else {
+            return Self::Tensor(dy);
+        };
+        let y = host_values::<B, D>(y);
+        let mask = |dy: &mut [f32]| relu_gradient_in_place(dy, &y);
+        if update_in_place::<B>(&mut dy, mask) {
+            return Self::Tensor(dy);
+        }
+        let mut copy = host_values::<B, D>(&dy).into_owned();
+        mask(&mut copy);
+        Self::Copied(copy)
+    }
+
+    /// The values, row-major.
+    pub(crate) fn values<const D: usize>(&self) -> Cow<'_, [f32]> {
+        match self {
+            Self::Tensor(dy) => host_values::<B, D>(dy),
+            Self::Copied(values) => Cow::Borrowed(values),
+        }
+    }
 }
 
 #[cfg(test)]

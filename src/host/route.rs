@@ -8,8 +8,10 @@
 use super::tensor::when_same;
 use burn::backend::NdArray;
 use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
+use burn_autodiff::ops::{Backward, OpsKind, OpsPrep};
 
 /// The CPU backends with host implementations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +89,26 @@ fn via<B: Backend, T: Backend, Op: HostOp>(
     f: impl FnOnce(Op::Operands<T>) -> Op::Output<T>,
 ) -> Result<Op::Operands<B>, Op::Output<B>> {
     when_same(operands, f)
+}
+
+/// Registers a host operation's `output` in autodiff's graph, keeping `saved` for its
+/// backward pass only when a gradient will flow through it. Compute-bound: checkpointing
+/// keeps the output rather than running the operation again.
+pub(crate) fn record<BO, B, S, C, const N: usize>(
+    prep: OpsPrep<BO, B, S, C, N>,
+    saved: S,
+    output: B::FloatTensorPrimitive,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    S: Clone + Send + std::fmt::Debug + 'static,
+    BO: Backward<B, N, State = S>,
+{
+    match prep.compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
 }
 
 #[cfg(test)]

@@ -2,18 +2,16 @@
 //! autodiff operation with its own backward pass in training (see [`crate::host::route`]).
 
 use super::host::{self, LinearShape, Wanted};
-use crate::host::relu::relu_gradient_in_place;
-use crate::host::route::{HostBackend, HostOp, route};
-use crate::host::tensor::{self as host_tensor, from_host, host_values, primitive};
+use crate::host::relu::GradientBeforeRelu;
+use crate::host::route::{HostBackend, HostOp, record, route};
+use crate::host::tensor::{from_host, host_values, primitive};
 use burn::prelude::*;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorPrimitive};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
-use std::borrow::Cow;
+use burn_autodiff::ops::{Backward, Ops};
 
 /// A linear layer's operands: input `[rows, inputs]`, weight `[inputs, outputs]`, bias.
 pub(super) type Operands<B> = (Tensor<B, 2>, Tensor<B, 2>, Option<Tensor<B, 1>>);
@@ -115,19 +113,6 @@ impl HostOp for HostLinearCall {
     }
 }
 
-/// Registers the operation in the graph, keeping `saved` for the backward pass only when a
-/// gradient will flow through it.
-fn record<B: Backend, C: CheckpointStrategy, const N: usize>(
-    prep: OpsPrep<HostLinear, B, Saved<B>, C, N>,
-    saved: Saved<B>,
-    output: B::FloatTensorPrimitive,
-) -> FloatTensor<Autodiff<B, C>> {
-    match prep.compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(saved, output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    }
-}
-
 /// The host linear layer's backward step (parents: input, weight, and bias if any).
 #[derive(Debug)]
 struct HostLinear;
@@ -164,23 +149,9 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostLinear {
         } = ops.state;
         let parent = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref()).map(|p| p.id);
         let (input_node, weight_node, bias_node) = (parent(0), parent(1), parent(2));
-        let mut dy = grads.consume::<B>(&ops.node);
-        // Through the fused ReLU first: in the gradient's own buffer when nothing else holds
-        // it (the usual case), else in a copy.
-        let mut masked = None;
-        if let Some(y) = &relu_output {
-            let y = host_values::<B, 2>(y);
-            let mask = |dy: &mut [f32]| relu_gradient_in_place(dy, &y);
-            if !host_tensor::update_in_place::<B>(&mut dy, mask) {
-                let mut copy = host_values::<B, 2>(&dy).into_owned();
-                mask(&mut copy);
-                masked = Some(copy);
-            }
-        }
-        let dy = match masked {
-            Some(values) => Cow::Owned(values),
-            None => host_values::<B, 2>(&dy),
-        };
+        // Through the fused ReLU first, to the product's own output gradient.
+        let dy =
+            GradientBeforeRelu::<B>::new::<2>(grads.consume::<B>(&ops.node), relu_output.as_ref());
         let wanted = Wanted {
             input: input_node.is_some(),
             weight: weight_node.is_some(),
@@ -189,7 +160,7 @@ impl<B: Backend, const N: usize> Backward<B, N> for HostLinear {
         let found = host::backward(
             &host_values::<B, 2>(&input),
             &host_values::<B, 2>(&weight),
-            &dy,
+            &dy.values::<2>(),
             &shape,
             wanted,
         );

@@ -15,7 +15,7 @@
 //! `∂CE/∂s = (σ − (1−ε)·onehot(y) − ε/C) / B`.
 
 use crate::error::{Result, TransferError};
-use crate::host::route::{HostBackend, HostOp, route};
+use crate::host::route::{HostBackend, HostOp, record, route};
 use crate::host::tensor::{from_host, host_values, primitive};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -23,7 +23,7 @@ use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -127,14 +127,7 @@ impl HostOp for HostKdCe {
             shape: [rows, classes],
             device,
         };
-        let prep = KdCeBackward
-            .prepare::<C>([s.node, t.node])
-            .compute_bound()
-            .stateful();
-        let output = match prep {
-            OpsKind::Tracked(prep) => prep.finish(saved, output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        };
+        let output = record(KdCeBackward.prepare::<C>([s.node, t.node]), saved, output);
         Ok(Tensor::from_primitive(TensorPrimitive::Float(output)))
     }
 }
