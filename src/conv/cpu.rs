@@ -8,7 +8,7 @@
 
 use super::host::{self, ConvShape, Wanted};
 use crate::host::relu::GradientBeforeRelu;
-use crate::host::route::{HostBackend, HostOp, record, route};
+use crate::host::route::{HostBackend, HostOp, LayerSaved, record, route};
 use crate::host::tensor::{from_host, host_values, primitive};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -122,8 +122,6 @@ fn training<B: Backend, C: CheckpointStrategy>(
         relu,
     );
     let y = primitive(from_host::<B, 4>(y, output_dims(shape), &device));
-    // The inner tensors themselves (shared, not copied): burn's ops never write into a
-    // buffer that another tensor still holds.
     let saved = Saved {
         input: x.primitive.clone(),
         weight: weight.primitive.clone(),
@@ -146,24 +144,7 @@ fn training<B: Backend, C: CheckpointStrategy>(
 #[derive(Debug)]
 struct HostConv;
 
-/// What the backward pass needs: the input and weight as the forward pass read them, and
-/// the output when ReLU was fused (its mask).
-#[derive(Clone)]
-struct Saved<B: Backend> {
-    input: B::FloatTensorPrimitive,
-    weight: B::FloatTensorPrimitive,
-    relu_output: Option<B::FloatTensorPrimitive>,
-    shape: ConvShape,
-    device: B::Device,
-}
-
-impl<B: Backend> std::fmt::Debug for Saved<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved")
-            .field("shape", &self.shape)
-            .finish_non_exhaustive()
-    }
-}
+type Saved<B> = LayerSaved<B, ConvShape>;
 
 impl<B: Backend, const N: usize> Backward<B, N> for HostConv {
     type State = Saved<B>;
