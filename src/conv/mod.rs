@@ -34,9 +34,9 @@
 //! end (with [`crate::pool::MaxPool2d`]) 1.29× (Flex) and 1.21× (ndarray) PyTorch's steps/s,
 //! where burn's layers reach 0.16× and 0.009×.
 
-mod cpu;
 mod host;
 mod im2col;
+mod layer;
 
 use crate::error::{Result, TransferError};
 use burn::module::{Module, Param};
@@ -170,8 +170,8 @@ impl<B: Backend> GemmConv2d<B> {
             return activation(self.to_conv2d().forward(x));
         };
         let bias = self.bias.as_ref().map(|b| b.val());
-        // CPU backends: the host convolution, ReLU fused (see `cpu`).
-        match cpu::run((x, self.weight.val(), bias), &shape, relu) {
+        // CPU backends: the host convolution, ReLU fused (see `layer`).
+        match crate::host::layer::run((x, self.weight.val(), bias), shape, relu) {
             Ok(y) => y,
             Err((x, _, _)) => activation(self.forward_with_tensor_ops(x)),
         }

@@ -111,27 +111,6 @@ where
     }
 }
 
-/// What the backward pass of a host layer with an input, a weight and an optional fused
-/// ReLU needs: the input and weight as the forward pass read them (the inner tensors
-/// themselves, shared, not copied: burn's ops never write into a buffer that another tensor
-/// still holds), the output when ReLU was fused (its mask), and the call's shape.
-#[derive(Clone)]
-pub(crate) struct LayerSaved<B: Backend, S> {
-    pub input: B::FloatTensorPrimitive,
-    pub weight: B::FloatTensorPrimitive,
-    pub relu_output: Option<B::FloatTensorPrimitive>,
-    pub shape: S,
-    pub device: B::Device,
-}
-
-impl<B: Backend, S: std::fmt::Debug> std::fmt::Debug for LayerSaved<B, S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerSaved")
-            .field("shape", &self.shape)
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

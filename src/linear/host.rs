@@ -2,6 +2,7 @@
 //! its gradients, each product one strided GEMM, so that no operand is transposed in memory.
 
 use crate::host::gemm::{Mat, MatMut, product};
+use crate::host::layer::{LayerGradients, Wanted};
 use crate::host::relu::relu_in_place;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -44,21 +45,6 @@ impl LinearShape {
             Parallelism::None
         }
     }
-}
-
-/// Which gradients the backward pass must produce.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Wanted {
-    pub input: bool,
-    pub weight: bool,
-    pub bias: bool,
-}
-
-/// The gradients that were wanted.
-pub(super) struct Found {
-    pub input: Option<Vec<f32>>,
-    pub weight: Option<Vec<f32>>,
-    pub bias: Option<Vec<f32>>,
 }
 
 /// `x·W + b`, then ReLU when `relu`, as `[rows × outputs]` row-major. The bias is added
@@ -108,7 +94,7 @@ pub(super) fn backward(
     dy: &[f32],
     shape: &LinearShape,
     wanted: Wanted,
-) -> Found {
+) -> LayerGradients {
     let LinearShape {
         rows,
         inputs,
@@ -138,7 +124,7 @@ pub(super) fn backward(
         dw
     });
     let bias = wanted.bias.then(|| column_sums(dy, outputs));
-    Found {
+    LayerGradients {
         input,
         weight,
         bias,

@@ -23,7 +23,7 @@
 //! twice the rate of `matrixmultiply`, which ndarray uses; see README, Benchmarks.
 
 mod host;
-mod op;
+mod layer;
 
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -46,7 +46,7 @@ use burn::tensor::activation::relu;
 ///     .assert_approx_eq::<f32>(&layer.forward(x).into_data(), Default::default());
 /// ```
 pub fn forward<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-    match op::run(operands(layer, x), false) {
+    match layer::run(operands(layer, x), false) {
         Ok(y) => y,
         Err((x, ..)) => layer.forward(x),
     }
@@ -54,13 +54,13 @@ pub fn forward<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
 
 /// `relu(layer.forward(x))`, with ReLU fused into the layer's pass on the CPU backends.
 pub fn forward_relu<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-    match op::run(operands(layer, x), true) {
+    match layer::run(operands(layer, x), true) {
         Ok(y) => y,
         Err((x, ..)) => relu(layer.forward(x)),
     }
 }
 
-fn operands<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> op::Operands<B> {
+fn operands<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> crate::host::layer::Operands<B, 2> {
     (
         x,
         layer.weight.val(),

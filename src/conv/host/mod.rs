@@ -15,6 +15,7 @@ mod unfold;
 mod winograd;
 
 use crate::host::gemm;
+use crate::host::layer::{LayerGradients, Wanted};
 use crate::host::relu::relu_in_place;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -315,28 +316,6 @@ fn forward_sample(
     }
 }
 
-/// Gradients of a convolution from the gradient of its output `dy`; each is computed only
-/// when asked for.
-pub(crate) struct Gradients {
-    /// `[batch, in, h, w]`.
-    pub input: Option<Vec<f32>>,
-    /// `[out, in / groups, kh, kw]`.
-    pub weight: Option<Vec<f32>>,
-    /// `[out]`.
-    pub bias: Option<Vec<f32>>,
-}
-
-/// Which gradients to compute.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Wanted {
-    /// The input's.
-    pub input: bool,
-    /// The weight's.
-    pub weight: bool,
-    /// The bias's.
-    pub bias: bool,
-}
-
 /// The backward pass: `dW = Σ_b dy_b · colsᵀ_b`, `dx_b = col2im(Wᵀ · dy_b)`,
 /// `db = Σ dy`. One pass over the samples computes the first two, so each sample's input is
 /// unfolded once.
@@ -346,12 +325,12 @@ pub(crate) fn backward(
     dy: &[f32],
     shape: &ConvShape,
     wanted: Wanted,
-) -> Gradients {
+) -> LayerGradients {
     debug_assert_eq!(x.len(), shape.input_len());
     debug_assert_eq!(dy.len(), shape.output_len());
     let bias = wanted.bias.then(|| bias_gradient(dy, shape));
     if !wanted.input && !wanted.weight {
-        return Gradients {
+        return LayerGradients {
             input: None,
             weight: None,
             bias,
@@ -359,7 +338,7 @@ pub(crate) fn backward(
     }
     if winograd::applies(shape) {
         let (input, weight) = winograd::backward(x, weight, dy, shape, wanted.input, wanted.weight);
-        return Gradients {
+        return LayerGradients {
             input,
             weight,
             bias,
@@ -377,7 +356,7 @@ pub(crate) fn backward(
             backward_sample(shape, x, weight, dy, dx, &mut buffers, split);
         });
     });
-    Gradients {
+    LayerGradients {
         input: dx,
         weight: wanted.weight.then_some(dw),
         bias,
