@@ -155,6 +155,7 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdamW {
                     && s.moment_2.dtype() == DType::F32
             });
         let (tensor, momentum) = if on_host {
+            crate::threads::keep_pool_awake();
             self.step_on_host(lr, tensor, grad, moments)
         } else {
             self.step_with_tensor_ops(lr, tensor, grad, moments)

@@ -84,11 +84,16 @@ fn try_each<B: Backend, Op: HostOp>(
 }
 
 /// When `B` is `T`: `Err(f(operands))`; otherwise `Ok(operands)`, to try the next type.
+/// A host operation about to run keeps rayon's threads ready for its parallel parts and
+/// the next operation's ([`crate::threads::keep_pool_awake`]).
 fn via<B: Backend, T: Backend, Op: HostOp>(
     operands: Op::Operands<B>,
     f: impl FnOnce(Op::Operands<T>) -> Op::Output<T>,
 ) -> Result<Op::Operands<B>, Op::Output<B>> {
-    when_same(operands, f)
+    when_same(operands, |operands| {
+        crate::threads::keep_pool_awake();
+        f(operands)
+    })
 }
 
 /// Registers a host operation's `output` in autodiff's graph, keeping `saved` for its
