@@ -1,7 +1,7 @@
 //! The linear layer's arithmetic on host memory: `y = x·W + b` (then ReLU, when fused) and
 //! its gradients, each product one strided GEMM, so that no operand is transposed in memory.
 
-use crate::host::gemm::{Mat, MatMut, product};
+use crate::host::gemm::{Mat, MatMut, product, transposed};
 use crate::host::layer::{LayerGradients, Wanted};
 use crate::host::relu::relu_in_place;
 use gemm::Parallelism;
@@ -103,10 +103,12 @@ pub(super) fn backward(
     let dy_mat = Mat::row_major(dy, rows, outputs);
     let input = wanted.input.then(|| {
         let mut dx = vec![0.0; rows * inputs];
+        // `dy·Wᵀ` with `Wᵀ` copied out first (see `transposed`: gemm's best case).
+        let weight_t = transposed(weight, inputs, outputs);
         product(
             MatMut::row_major(&mut dx, rows, inputs),
             dy_mat,
-            Mat::row_major(weight, inputs, outputs).transposed(),
+            Mat::row_major(&weight_t, outputs, inputs),
             false,
             shape.parallelism(),
         );
