@@ -1,5 +1,6 @@
 //! The linear layer's arithmetic on host memory: `y = x·W + b` (then ReLU, when fused) and
-//! its gradients, each product one strided GEMM, so that no operand is transposed in memory.
+//! its gradients, each product one strided GEMM; only `Wᵀ` for the input gradient is copied
+//! out first, the one operand `gemm` is slow to read in place.
 
 use crate::host::gemm::{Mat, MatMut, product, transposed};
 use crate::host::layer::{LayerGradients, Wanted};

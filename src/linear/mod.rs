@@ -7,8 +7,9 @@
 //!
 //! - **ndarray and Flex, with or without autodiff**: the product, its input gradient
 //!   `dy·Wᵀ` and its weight gradient `xᵀ·dy` are each one call of the `gemm` crate on
-//!   strided operands, so nothing is transposed in memory (ndarray's own matmul copies a
-//!   transposed operand element by element: 14% of a fine-tuning step). The bias and ReLU
+//!   strided operands (ndarray's own matmul copies a transposed operand element by element:
+//!   14% of a fine-tuning step); only `Wᵀ` is copied out first, in cache-sized tiles,
+//!   because `gemm` repacks that operand at half its rate. The bias and ReLU
 //!   are one pass over the product's output; in training, the whole layer is one autodiff
 //!   operation with its own backward pass (ReLU's mask applied to the incoming gradient in
 //!   its own buffer), and only the gradients that are needed are computed.
