@@ -13,12 +13,12 @@
 //!
 //! The pool's other threads still fall asleep after about 20 µs without work (rayon's
 //! rule), and the serial work between two products of a training step is longer than that:
-//! each product then began by waking a thread, 20–40 µs on a virtual machine, a fifth of a
+//! each product then began by waking a thread, 20–40 µs on a virtual machine, 14% of a
 //! small student's step. So once the training thread has joined the pool, every host
 //! operation of this crate (layers, loss, optimizer) also keeps the other threads spinning,
 //! ready to take their share, until they have found no work for [`SPIN_WITHOUT_WORK`]: what
 //! OpenMP does for PyTorch (it spins for a while before sleeping). Measured: cached-teacher
-//! distillation +18% steps/s again. The cores are the pool's anyway; no thread spins once
+//! distillation +10–18% steps/s again. The cores are the pool's anyway; no thread spins once
 //! training stops.
 //!
 //! rayon's global pool is built once per process, so the crate never does this by itself:
@@ -127,9 +127,13 @@ pub fn spinning_threads() -> usize {
     SPINNING.load(Ordering::Relaxed)
 }
 
-/// Runs the pool's pending jobs as they come, and returns after the spin time without any. (A job this runs may wait for others inside it: rayon runs further jobs
-/// meanwhile, as in any wait, so nothing can wait on the spinning itself for longer than
-/// that time.)
+/// Runs the pool's pending jobs as they come, and returns after the spin time without any.
+///
+/// A thread that receives this while it waits inside another job (rayon runs other jobs in
+/// any wait) resumes that job only when this returns. The request is made only when no
+/// thread spins, that is after the spin time without work, when the pool's threads are idle
+/// rather than inside jobs; and were one inside a job, the training thread would be waiting
+/// for it, so no new work would come and this would return after the spin time.
 fn spin_while_work_comes() {
     let mut last_work = Instant::now();
     loop {
