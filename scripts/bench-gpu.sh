@@ -40,7 +40,9 @@ if [ -n "$BUNDLE" ]; then
     for deb in "$BUNDLE"/deb/*.deb; do dpkg -x "$deb" /; done
     ldconfig
   fi
-  BIN=("$(mktemp -d)/workloads")
+  unpacked="$(mktemp -d)"
+  trap 'rm -rf "$unpacked"' EXIT
+  BIN=("$unpacked/workloads")
   # xz where the machine has it, else Python's lzma (the PyTorch side needs Python anyway).
   if command -v xz > /dev/null; then
     xz -dc "$BUNDLE/workloads.xz" > "${BIN[0]}"
@@ -58,11 +60,11 @@ fi
 [ -f "$TORCH_REF" ] || { echo "no reference script at $TORCH_REF (set TORCH_REF)" >&2; exit 1; }
 
 # The NVIDIA driver's Vulkan manifest, where it is mounted outside the loader's search path.
-for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
-  if [ -z "${VK_DRIVER_FILES:-}" ] && [ "$TORCH_DEVICE" != cpu ] && [ -f "$icd" ]; then
-    export VK_DRIVER_FILES="$icd"
-  fi
-done
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ "$TORCH_DEVICE" != cpu ]; then
+  for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
+    if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; break; fi
+  done
+fi
 
 {
   echo "== machine"
