@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what scripts/bench-gpu.sh needs on a GPU machine that has no Rust toolchain and no
 # network (such as a lent device machine): the workload benchmark built here with
-# `--features wgpu` (stripped, xz-compressed, about 10 MB), a copy of PyTorch's reference
+# `--features wgpu` (stripped and xz-compressed: the bundle is 7.7 MB), a copy of PyTorch's reference
 # script, and Debian's Vulkan loader packages, used there only if it has no loader.
 #
 #   scripts/bench-gpu-pack.sh                # writes .gpu/ (ignored by git)
