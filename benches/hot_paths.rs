@@ -2,8 +2,11 @@
 //!
 //! - `kd_loss_fwd_bwd`: α·T²·KL + (1-α)·CE (T = 4, α = 0.7) on 256×10 logits, forward and
 //!   backward (the loss's own cost inside a distillation step);
-//! - `lora_forward`: the 784→1024→1024→1024 MLP with LoRA r = 8 on every layer, batch 256,
-//!   forward with gradients recorded, against the plain forward;
+//! - `lora_forward_backward`: the 784→1024→1024→1024 MLP with LoRA r = 8 on every layer,
+//!   batch 256, forward and backward (the graph consumed, as in training: a forward whose
+//!   graph is never used leaves it to burn's autodiff to collect later, and measures that
+//!   instead), against the plain model's; and a whole training step
+//!   of that LoRA model (factors + head train) against a step that trains every weight;
 //! - `frozen_forward`: that MLP's forward on the inner backend (what a `Frozen` body costs),
 //!   next to a whole head-only step: the step should cost about one such forward;
 //! - `conv_32to64_3x3_b32`: the reference CNN's second convolution (26×26 input, batch 32),
@@ -60,8 +63,8 @@ fn bench_lora_and_frozen(c: &mut Criterion) {
     group.sample_size(10);
 
     let plain = mlp();
-    group.bench_function("forward_autodiff", |b| {
-        b.iter(|| black_box(plain.forward(x.clone())))
+    group.bench_function("forward_backward", |b| {
+        b.iter(|| black_box(plain.forward(x.clone()).sum().backward()))
     });
     let lora = LoraModel::new(
         mlp(),
@@ -69,8 +72,29 @@ fn bench_lora_and_frozen(c: &mut Criterion) {
         LoraConfig::new(8, 16.0, ["backbone.layers.*"]),
     )
     .unwrap();
-    group.bench_function("lora_forward_autodiff", |b| {
-        b.iter(|| black_box(lora.logits(x.clone())))
+    group.bench_function("lora_forward_backward", |b| {
+        b.iter(|| black_box(lora.logits(x.clone()).sum().backward()))
+    });
+
+    // Whole steps: LoRA (A, B of every body layer + the head) against full fine-tuning.
+    let y = Tensor::<B, 1, Int>::random([256], Distribution::Uniform(0.0, 10.0), &d);
+    let tuner = FineTuner::<B>::new().learning_rate(1e-3).verbose(false);
+    let mut full = tuner.session(mlp()).unwrap();
+    full.begin_epoch(1).unwrap();
+    group.bench_function("full_step", |b| {
+        b.iter(|| {
+            full.train_step(ClassificationBatch::new(x.clone(), y.clone()), 0.5)
+                .unwrap()
+        })
+    });
+    let mut lora_step = tuner.session(lora.unfreeze_base("head").unwrap()).unwrap();
+    lora_step.begin_epoch(1).unwrap();
+    group.bench_function("lora_step", |b| {
+        b.iter(|| {
+            lora_step
+                .train_step(ClassificationBatch::new(x.clone(), y.clone()), 0.5)
+                .unwrap()
+        })
     });
 
     let inner = mlp().valid();
@@ -79,10 +103,8 @@ fn bench_lora_and_frozen(c: &mut Criterion) {
         b.iter(|| black_box(inner.backbone.features(xi.clone())))
     });
     let frozen = TransferModel::with_linear_head(Frozen::new(mlp().backbone), 10, &d).unwrap();
-    let tuner = FineTuner::<B>::new().learning_rate(1e-3).verbose(false);
     let mut s = tuner.session(frozen).unwrap();
     s.begin_epoch(1).unwrap();
-    let y = Tensor::<B, 1, Int>::random([256], Distribution::Uniform(0.0, 10.0), &d);
     group.bench_function("head_only_step_frozen", |b| {
         b.iter(|| {
             s.train_step(ClassificationBatch::new(x.clone(), y.clone()), 0.5)

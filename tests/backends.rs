@@ -6,16 +6,17 @@
 #![cfg(any(feature = "wgpu", feature = "flex"))]
 
 use burn::backend::{Autodiff, NdArray};
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn::tensor::Tolerance;
 use burn::tensor::backend::AutodiffBackend;
+use burn_transfer::adapter::{LoraConfig, LoraModel};
 use burn_transfer::checkpoint::{load_model_bytes, model_to_bytes};
 use burn_transfer::conv::GemmConv2d;
-use burn_transfer::finetune::Monitor;
+use burn_transfer::finetune::{Classifier, Monitor};
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
 use burn_transfer::pool::MaxPool2d;
 use burn_transfer::prelude::*;
@@ -73,38 +74,38 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
     );
     let x = values(5 * 6, 7);
     let y = [0i64, 1, 2, 1, 0];
-    let tuner_c = FineTuner::<C>::new().learning_rate(1e-2).verbose(false);
-    let tuner_g = FineTuner::<G>::new().learning_rate(1e-2).verbose(false);
-    let mut sc = tuner_c.session(cpu).unwrap();
-    let mut sg = tuner_g.session(gpu).unwrap();
-    sc.begin_epoch(1).unwrap();
-    sg.begin_epoch(1).unwrap();
-    for _ in 0..3 {
-        let bc = ClassificationBatch::new(
-            tensor::<C, 2>(&x, [5, 6]),
-            Tensor::from_data(TensorData::new(y.to_vec(), [5]), &cd),
-        );
-        let bg = ClassificationBatch::new(
-            tensor::<G, 2>(&x, [5, 6]),
-            Tensor::from_data(TensorData::new(y.to_vec(), [5]), &gd),
-        );
-        let (lc, lg) = (
-            sc.train_step(bc, 0.5).unwrap(),
-            sg.train_step(bg, 0.5).unwrap(),
-        );
-        assert!(
-            (lc.loss - lg.loss).abs() < 1e-4,
-            "{} vs {}",
-            lc.loss,
-            lg.loss
-        );
-    }
-    let (mc, mg) = (sc.into_model(), sg.into_model());
-    let probe_c = mc.forward(tensor::<C, 2>(&x, [5, 6]));
-    let probe_g = mg.forward(tensor::<G, 2>(&x, [5, 6]));
-    probe_g
-        .into_data()
-        .assert_approx_eq::<f32>(&probe_c.into_data(), tol());
+    train_alike(cpu, gpu, &x, &y);
+
+    // LoRA (both body layers adapted, and the new head trains): after the first step `B` is
+    // no longer zero, so the later steps check the gradients of both factors.
+    let config = LoraConfig::new(2, 4.0, ["backbone.layers.*"]);
+    let lora = |base| {
+        LoraModel::new(base, "a", config.clone())
+            .unwrap()
+            .unfreeze_base("head")
+            .unwrap()
+    };
+    let cpu = lora(
+        TransferModel::with_linear_head(MlpBackbone::<C>::new(&[6, 12, 8], &cd).unwrap(), 3, &cd)
+            .unwrap(),
+    );
+    let gpu = moved(
+        &cpu,
+        LoraModel::new(
+            TransferModel::with_linear_head(
+                MlpBackbone::<G>::new(&[6, 12, 8], &gd).unwrap(),
+                3,
+                &gd,
+            )
+            .unwrap(),
+            "a",
+            config.clone(),
+        )
+        .unwrap()
+        .unfreeze_base("head")
+        .unwrap(),
+    );
+    train_alike(cpu, gpu, &x, &y);
 
     // The distillation loss, forward and gradient.
     let (loss_c, grad_c) = kd_loss_and_grad::<C>();
@@ -180,6 +181,51 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
         .unwrap();
     let h = &outcome.history.epochs;
     assert!(h.last().unwrap().train_loss < h[0].train_loss, "{h:?}");
+}
+
+/// Three fine-tuning steps (AdamW, lr 1e-2) of the same model on ndarray and on `G`: the
+/// losses and then the logits agree.
+fn train_alike<G, MC, MG>(cpu: MC, gpu: MG, x: &[f32], y: &[i64])
+where
+    G: AutodiffBackend,
+    MC: AutodiffModule<C> + Classifier<C, Input = Tensor<C, 2>>,
+    MG: AutodiffModule<G> + Classifier<G, Input = Tensor<G, 2>>,
+{
+    let (cd, gd) = (Default::default(), Default::default());
+    let rows = y.len();
+    let cols = x.len() / rows;
+    let tuner_c = FineTuner::<C>::new().learning_rate(1e-2).verbose(false);
+    let tuner_g = FineTuner::<G>::new().learning_rate(1e-2).verbose(false);
+    let mut sc = tuner_c.session(cpu).unwrap();
+    let mut sg = tuner_g.session(gpu).unwrap();
+    sc.begin_epoch(1).unwrap();
+    sg.begin_epoch(1).unwrap();
+    for _ in 0..3 {
+        let bc = ClassificationBatch::new(
+            tensor::<C, 2>(x, [rows, cols]),
+            Tensor::from_data(TensorData::new(y.to_vec(), [rows]), &cd),
+        );
+        let bg = ClassificationBatch::new(
+            tensor::<G, 2>(x, [rows, cols]),
+            Tensor::from_data(TensorData::new(y.to_vec(), [rows]), &gd),
+        );
+        let (lc, lg) = (
+            sc.train_step(bc, 0.5).unwrap(),
+            sg.train_step(bg, 0.5).unwrap(),
+        );
+        assert!(
+            (lc.loss - lg.loss).abs() < 1e-4,
+            "{} vs {}",
+            lc.loss,
+            lg.loss
+        );
+    }
+    let (mc, mg) = (sc.into_model(), sg.into_model());
+    let probe_c = mc.logits(tensor::<C, 2>(x, [rows, cols]));
+    let probe_g = mg.logits(tensor::<G, 2>(x, [rows, cols]));
+    probe_g
+        .into_data()
+        .assert_approx_eq::<f32>(&probe_c.into_data(), tol());
 }
 
 /// KD loss (T = 4, α = 0.7, with labels) on fixed logits, and its gradient w.r.t. the

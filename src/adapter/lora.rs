@@ -7,6 +7,7 @@
 //! gradients flow to `A` and `B` only, through the unmodified forward code of the model.
 
 use super::fingerprint::Fingerprint;
+use super::lora_weight::{Orientation, effective_weight};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
 use crate::finetune::Classifier;
@@ -165,10 +166,9 @@ impl<B: Backend> LoraAdapter<B> {
         &self.targets
     }
 
-    /// `scale·ΔW` for target `i`, shaped like the base weight but as a matrix: `[in, out]`
-    /// for Linear/Embedding, `[out, in·kh·kw]` for Conv2d. With `dropout`, columns of `A`
-    /// are dropped (and the rest rescaled) for this pass.
-    fn delta(&self, i: usize, track: bool) -> Tensor<B, 2> {
+    /// The factors `(A, B)` of target `i` for this pass, detached unless `track`. With
+    /// dropout, in training, columns of `A` are dropped (and the rest rescaled).
+    fn factors(&self, i: usize, track: bool) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let w = &self.weights[i];
         let (mut a, mut b) = (w.lora_a.val(), w.lora_b.val());
         if !track {
@@ -182,16 +182,16 @@ impl<B: Backend> LoraAdapter<B> {
                 Tensor::<B, 2>::random([1, fan_in], Distribution::Bernoulli(1.0 - p), &a.device());
             a = a * keep.div_scalar(1.0 - p);
         }
-        let scale = self.config.scale();
-        match self.targets[i].kind {
-            // `(B·A)ᵀ` computed as `Aᵀ·Bᵀ`: the transposes are of the small `r`-row factors,
-            // and the product comes out row-major. Transposing the full-size `B·A` instead
-            // made ndarray copy a weight-sized strided view on every forward pass (27% of a
-            // LoRA forward on the 784→1024³ MLP, measured with perf).
-            LoraKind::Linear | LoraKind::Embedding => {
-                a.transpose().matmul(b.transpose()).mul_scalar(scale)
-            }
-            LoraKind::Conv2d => b.matmul(a).mul_scalar(scale),
+        (a, b)
+    }
+}
+
+impl LoraKind {
+    /// How `B·A` lies on this kind of weight, seen as a matrix.
+    fn orientation(self) -> Orientation {
+        match self {
+            LoraKind::Linear | LoraKind::Embedding => Orientation::Transposed,
+            LoraKind::Conv2d => Orientation::Direct,
         }
     }
 }
@@ -355,20 +355,26 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
         let Some(adapter) = self.active() else {
             return self.base.clone();
         };
-        let deltas = (0..adapter.targets.len())
-            .map(|i| (adapter.targets[i].weight_path(), adapter.delta(i, track)))
+        let factors = (0..adapter.targets.len())
+            .map(|i| {
+                let (a, b) = adapter.factors(i, track);
+                let orientation = adapter.targets[i].kind.orientation();
+                (adapter.targets[i].weight_path(), (a, b, orientation))
+            })
             .collect();
         self.base.clone().map(&mut AddDeltas {
             stack: Vec::new(),
-            deltas,
+            factors,
+            scale: adapter.config.scale(),
         })
     }
 }
 
-/// Adds `deltas[path]` (reshaped to the weight's shape) to the weights at those paths.
+/// Replaces the weights at the targets' paths by `W0 + scale·ΔW`, from their factors.
 struct AddDeltas<B: Backend> {
     stack: Vec<String>,
-    deltas: HashMap<String, Tensor<B, 2>>,
+    factors: HashMap<String, (Tensor<B, 2>, Tensor<B, 2>, Orientation)>,
+    scale: f64,
 }
 
 impl<B: Backend> ModuleMapper<B> for AddDeltas<B> {
@@ -379,10 +385,12 @@ impl<B: Backend> ModuleMapper<B> for AddDeltas<B> {
         self.stack.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        match self.deltas.remove(&self.stack.join(".")) {
-            Some(delta) => param.map(|w| {
+        match self.factors.remove(&self.stack.join(".")) {
+            Some((a, b, orientation)) => param.map(|w| {
+                // As a matrix: a convolution's `[out, in, kh, kw]` is `[out, in·kh·kw]`.
                 let dims: [usize; D] = w.dims();
-                w + delta.reshape(dims)
+                let matrix = [dims[0], dims[1..].iter().product()];
+                effective_weight(w.reshape(matrix), a, b, self.scale, orientation).reshape(dims)
             }),
             None => param,
         }

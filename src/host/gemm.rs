@@ -113,6 +113,20 @@ fn fits(len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usi
         .is_some_and(|last| last < len)
 }
 
+/// Products smaller than this many multiply-adds run on one thread: splitting them costs
+/// more in synchronisation than it saves (the threshold burn's Flex backend uses too).
+const PARALLEL_MACS: usize = 192 * 192 * 192;
+
+/// How to run a product of `macs` multiply-adds: on rayon's threads when it is large enough
+/// to pay for them, on the calling thread otherwise.
+pub(crate) fn parallelism_for(macs: usize) -> Parallelism {
+    if macs >= PARALLEL_MACS {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
 /// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`.
 ///
 /// Panics when the shapes do not chain; the callers derive them from one checked layer

@@ -2,15 +2,11 @@
 //! its gradients, each product one strided GEMM; only `Wᵀ` for the input gradient is copied
 //! out first, the one operand `gemm` is slow to read in place.
 
-use crate::host::gemm::{Mat, MatMut, product, transposed};
+use crate::host::gemm::{Mat, MatMut, parallelism_for, product, transposed};
 use crate::host::layer::{LayerGradients, Wanted};
 use crate::host::relu::relu_in_place;
 use gemm::Parallelism;
 use rayon::prelude::*;
-
-/// Products smaller than this many multiply-adds run on one thread: splitting them costs
-/// more in synchronisation than it saves (the threshold burn's Flex backend uses too).
-const PARALLEL_MACS: usize = 192 * 192 * 192;
 
 /// Elements per parallel task in the element-wise passes (bias, ReLU, bias gradient). A
 /// smaller matrix is one task, done on the calling thread: handing a pass of a few hundred
@@ -36,15 +32,11 @@ pub(super) struct LinearShape {
 
 impl LinearShape {
     fn parallelism(&self) -> Parallelism {
-        let macs = self
-            .rows
-            .saturating_mul(self.inputs)
-            .saturating_mul(self.outputs);
-        if macs >= PARALLEL_MACS {
-            Parallelism::Rayon(0)
-        } else {
-            Parallelism::None
-        }
+        parallelism_for(
+            self.rows
+                .saturating_mul(self.inputs)
+                .saturating_mul(self.outputs),
+        )
     }
 }
 
