@@ -118,7 +118,7 @@ impl Sizes {
     }
 
     /// `W0 + scale·ΔW`, row-major in [`weight_dims`](Self::weight_dims). The scale goes
-    /// onto the right factor (`r` rows), not onto the weight-sized product.
+    /// onto `B` (`fan_out × r` values), not onto the weight-sized product.
     fn forward(&self, w0: &[f32], a: &[f32], b: &[f32], scale: f32) -> Vec<f32> {
         let [rows, cols] = self.weight_dims();
         let mut w = w0.to_vec();
