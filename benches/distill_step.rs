@@ -33,7 +33,9 @@ fn bench_distill(c: &mut Criterion) {
     let teacher_ad = net(&[784, 2048, 2048]).freeze();
     let teacher_inner = teacher_ad.valid();
     let cached = teacher_inner.forward(x.clone().inner());
-    let loss = DistillLossConfig::new().temperature(4.0).alpha(0.7);
+    let loss = DistillLossConfig::new()
+        .with_temperature(4.0)
+        .with_alpha(0.7);
     let tuner = FineTuner::<B>::new().learning_rate(1e-3).verbose(false);
     let mut group = c.benchmark_group("distill_step_b256");
     group.sample_size(10);

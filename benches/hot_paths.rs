@@ -8,19 +8,19 @@
 //!   instead), against the plain model's; and a whole training step
 //!   of that LoRA model (factors + head train) against a step that trains every weight;
 //! - `frozen_forward`: that MLP's forward on the inner backend (what a `Frozen` body costs),
-//!   next to a whole head-only step: the step should cost about one such forward;
-//! - `conv_32to64_3x3_b32`: the reference CNN's second convolution (26×26 input, batch 32),
-//!   forward and backward with gradients for input, weight and bias, through
-//!   `GemmConv2d` (the host convolution) and through burn's `Conv2d`.
+//!   next to a whole head-only step: the step should cost about one such forward.
+//!
+//! The kernels' own operations (convolution, linear, fused loss) are benchmarked in
+//! `crates/burn-cpu-kernels/benches/kernels.rs`.
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn_transfer::adapter::{LoraConfig, LoraModel};
-use burn_transfer::finetune::Classifier;
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
 use burn_transfer::prelude::*;
+use burn_transfer::task::Classifier;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -32,8 +32,8 @@ fn bench_kd_loss(c: &mut Criterion) {
     let t = Tensor::<B, 2>::random([256, 10], Distribution::Normal(0.0, 1.0), &d);
     let y = Tensor::<B, 1, Int>::random([256], Distribution::Uniform(0.0, 10.0), &d);
     let loss = DistillLossConfig::new()
-        .temperature(4.0)
-        .alpha(0.7)
+        .with_temperature(4.0)
+        .with_alpha(0.7)
         .init::<B>(&d)
         .unwrap();
     c.bench_function("kd_loss_fwd_bwd_256x10", |b| {
@@ -114,28 +114,5 @@ fn bench_lora_and_frozen(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_conv(c: &mut Criterion) {
-    use burn::nn::conv::Conv2dConfig;
-    use burn_transfer::conv::GemmConv2d;
-    let d = Default::default();
-    let fast = GemmConv2d::<B>::new(&Conv2dConfig::new([32, 64], [3, 3]), &d).unwrap();
-    let burn_conv = fast.to_conv2d();
-    let x = Tensor::<B, 4>::random([32, 32, 26, 26], Distribution::Normal(0.0, 1.0), &d);
-    let mut group = c.benchmark_group("conv_32to64_3x3_b32");
-    group.sample_size(10);
-    let step = |forward: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>| {
-        let x = x.clone().require_grad();
-        let grads = forward(x.clone()).sum().backward();
-        black_box(x.grad(&grads))
-    };
-    group.bench_function("gemm_conv2d_fwd_bwd", |b| {
-        b.iter(|| step(&|x| fast.forward(x)))
-    });
-    group.bench_function("burn_conv2d_fwd_bwd", |b| {
-        b.iter(|| step(&|x| burn_conv.forward(x)))
-    });
-    group.finish();
-}
-
-criterion_group!(benches, bench_kd_loss, bench_lora_and_frozen, bench_conv);
+criterion_group!(benches, bench_kd_loss, bench_lora_and_frozen);
 criterion_main!(benches);

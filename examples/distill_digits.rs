@@ -11,6 +11,8 @@
 #[path = "common/digits.rs"]
 mod digits;
 
+#[path = "common/table.rs"]
+mod table;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::Backend;
@@ -20,6 +22,7 @@ use burn_transfer::finetune::evaluate;
 use burn_transfer::loss::DistillLossConfig;
 use burn_transfer::prelude::*;
 use std::time::Instant;
+use table::{Table, percent};
 
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -73,8 +76,8 @@ fn measure(
 fn main() -> burn_transfer::Result<()> {
     // CPU training: this thread computes as one of rayon's, and freed buffers are kept for
     // the next step instead of paying page faults.
-    burn_transfer::threads::join_compute_pool();
-    burn_transfer::allocator::reuse_freed_memory();
+    burn_transfer::kernels::join_compute_pool();
+    burn_transfer::kernels::reuse_freed_memory();
     let device = Default::default();
     let started = Instant::now();
     let mut all = digits::load();
@@ -116,7 +119,9 @@ fn main() -> burn_transfer::Result<()> {
     rows.push(measure("student, scratch on labels", &scratch, &test_b)?);
 
     // Distilled on the same labels, teacher outputs cached (one teacher pass in all).
-    let kd = DistillLossConfig::new().temperature(4.0).alpha(0.9);
+    let kd = DistillLossConfig::new()
+        .with_temperature(4.0)
+        .with_alpha(0.9);
     let distiller = Distiller::new(teacher.clone(), kd.clone(), tuner(1e-2, 60))?;
     let cached = distiller
         .cache_teacher(&labelled_b)
@@ -142,19 +147,16 @@ fn main() -> burn_transfer::Result<()> {
         .valid();
     rows.push(measure("student, soft targets only", &soft_kd, &test_b)?);
 
-    println!(
-        "\n{:<30} {:>9} {:>9} {:>14}",
-        "model", "params", "test acc", "ms / 400 imgs"
-    );
+    let mut table = Table::new(&["model", "params", "test acc", "ms / 400 imgs"]);
     for r in &rows {
-        println!(
-            "{:<30} {:>9} {:>8.1}% {:>14.3}",
-            r.name,
-            r.params,
-            r.accuracy * 100.0,
-            r.ms_per_batch
-        );
+        table.row(vec![
+            r.name.to_string(),
+            r.params.to_string(),
+            percent(r.accuracy),
+            format!("{:.3}", r.ms_per_batch),
+        ]);
     }
+    table.print();
     println!(
         "\nstudent is {:.0}× smaller than the teacher; total time {:.1}s",
         rows[0].params as f64 / rows[1].params as f64,

@@ -19,6 +19,8 @@
 #[path = "common/digits.rs"]
 mod digits; // only for its small seeded RNG
 
+#[path = "common/table.rs"]
+mod table;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::nn::attention::generate_autoregressive_mask;
@@ -35,6 +37,7 @@ use burn_transfer::loss::functional::cross_entropy;
 use burn_transfer::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
+use table::Table;
 
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -326,8 +329,8 @@ fn main() -> burn_transfer::Result<()> {
         "student distilled from the teacher (token-level KD, T = {temperature}, α = {alpha}):"
     );
     let loss = DistillLossConfig::new()
-        .temperature(temperature)
-        .alpha(alpha)
+        .with_temperature(temperature)
+        .with_alpha(alpha)
         .init::<B>(&device)?;
     let pair = DistillStudent {
         student: CharLm::<B>::new(64, 2, 4, &device),
@@ -360,17 +363,20 @@ fn main() -> burn_transfer::Result<()> {
     let distilled = s.into_model().student.valid();
     let d_ppl = perplexity(&distilled, &corpus.valid);
 
-    println!(
-        "\n{:<26} {:>9} {:>16} {:>9}",
-        "model", "params", "valid perplexity", "train s"
-    );
+    let mut table = Table::new(&["model", "params", "valid perplexity", "train s"]);
     for (name, params, ppl, secs) in [
         ("teacher", teacher.num_params(), t_ppl, t_time),
         ("student, scratch", scratch.num_params(), s_ppl, s_time),
         ("student, distilled", distilled.num_params(), d_ppl, d_time),
     ] {
-        println!("{name:<26} {params:>9} {ppl:>16.1} {secs:>9.0}");
+        table.row(vec![
+            name.to_string(),
+            params.to_string(),
+            format!("{ppl:.1}"),
+            format!("{secs:.0}"),
+        ]);
     }
+    table.print();
     println!(
         "(students: {epochs} epochs × {steps} steps, teacher twice that; each step {BATCH} windows of {SEQ} characters)"
     );

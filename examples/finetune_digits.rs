@@ -18,6 +18,8 @@
 #[path = "common/digits.rs"]
 mod digits;
 
+#[path = "common/table.rs"]
+mod table;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::Backend;
@@ -25,6 +27,7 @@ use burn::tensor::Tensor;
 use burn_transfer::finetune::evaluate;
 use burn_transfer::prelude::*;
 use std::time::Instant;
+use table::{Table, percent};
 
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -51,8 +54,8 @@ struct Target {
 fn main() -> burn_transfer::Result<()> {
     // CPU training: this thread computes as one of rayon's, and freed buffers are kept for
     // the next step instead of paying page faults.
-    burn_transfer::threads::join_compute_pool();
-    burn_transfer::allocator::reuse_freed_memory();
+    burn_transfer::kernels::join_compute_pool();
+    burn_transfer::kernels::reuse_freed_memory();
     let device = Default::default();
     let started = Instant::now();
     let all = digits::load();
@@ -246,17 +249,14 @@ where
 }
 
 fn print_table(rows: &[Row]) {
-    println!(
-        "{:<28} {:>19} {:>9} {:>7}",
-        "strategy", "trainable / total", "test acc", "time"
-    );
+    let mut table = Table::new(&["strategy", "trainable / total", "test acc", "time"]);
     for r in rows {
-        println!(
-            "{:<28} {:>19} {:>8.1}% {:>6.2}s",
-            r.name,
+        table.row(vec![
+            r.name.to_string(),
             format!("{} / {}", r.trainable, r.total),
-            r.accuracy * 100.0,
-            r.seconds
-        );
+            percent(r.accuracy),
+            format!("{:.2}s", r.seconds),
+        ]);
     }
+    table.print();
 }

@@ -13,6 +13,8 @@
 //! Subsampled to finish in minutes on a 2-core CPU (counts printed; `IMAGE_TRAIN=N` per
 //! class changes it). Exits 1 if the pretrained network does not beat random initialisation.
 
+#[path = "common/table.rs"]
+mod table;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -25,6 +27,7 @@ use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use table::{Table, percent};
 
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -39,8 +42,8 @@ const TEST_PER_CLASS: usize = 60;
 fn main() -> burn_transfer::Result<()> {
     // CPU training: this thread computes as one of rayon's, and freed buffers are kept for
     // the next step instead of paying page faults.
-    burn_transfer::threads::join_compute_pool();
-    burn_transfer::allocator::reuse_freed_memory();
+    burn_transfer::kernels::join_compute_pool();
+    burn_transfer::kernels::reuse_freed_memory();
     let Some(weights) = weights_dir().map(|d| d.join("mobilenet_v2-b0353104.pth")) else {
         return missing(
             "the weights folder (set BURN_TRANSFER_WEIGHTS)",
@@ -132,11 +135,11 @@ fn main() -> burn_transfer::Result<()> {
         data,
     )?);
 
-    println!();
-    println!("{:<28} {:>9} {:>9}", "", "accuracy", "s/epoch");
+    let mut table = Table::new(&["", "accuracy", "s/epoch"]);
     for (name, acc, secs) in &rows {
-        println!("{name:<28} {:>8.1}% {secs:>9.1}", acc * 100.0);
+        table.row(vec![name.to_string(), percent(*acc), format!("{secs:.1}")]);
     }
+    table.print();
     let pretrained = rows[..3].iter().map(|r| r.1).fold(0.0, f64::max);
     if pretrained <= rows[3].1 {
         eprintln!("the pretrained network did not beat random initialisation");

@@ -10,6 +10,8 @@
 #[path = "common/digits.rs"]
 mod digits;
 
+#[path = "common/table.rs"]
+mod table;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::Backend;
@@ -19,6 +21,7 @@ use burn_transfer::checkpoint::save_model;
 use burn_transfer::finetune::evaluate;
 use burn_transfer::prelude::*;
 use std::time::Instant;
+use table::{Table, percent};
 
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -137,20 +140,23 @@ fn main() -> burn_transfer::Result<()> {
         step_ms,
     });
 
-    println!(
-        "\n{:<24} {:>19} {:>9} {:>12} {:>9}",
-        "strategy", "trainable / total", "test acc", "saved bytes", "ms/step"
-    );
+    let mut table = Table::new(&[
+        "strategy",
+        "trainable / total",
+        "test acc",
+        "saved bytes",
+        "ms/step",
+    ]);
     for r in &rows {
-        println!(
-            "{:<24} {:>19} {:>8.1}% {:>12} {:>9.3}",
-            r.name,
+        table.row(vec![
+            r.name.to_string(),
             format!("{} / {}", r.trainable, r.total),
-            r.accuracy * 100.0,
-            r.saved_bytes,
-            r.step_ms
-        );
+            percent(r.accuracy),
+            r.saved_bytes.to_string(),
+            format!("{:.3}", r.step_ms),
+        ]);
     }
+    table.print();
     println!(
         "\nthe LoRA file is {:.1}% of the full checkpoint",
         100.0 * rows[1].saved_bytes as f64 / rows[0].saved_bytes as f64

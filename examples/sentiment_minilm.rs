@@ -19,6 +19,8 @@
 #[path = "common/digits.rs"]
 mod digits;
 
+#[path = "common/table.rs"]
+mod table;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -31,6 +33,7 @@ use burn_transfer::prelude::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use table::{Table, percent};
 
 type B = Autodiff<NdArray>;
 type Inner = NdArray;
@@ -160,21 +163,17 @@ fn main() -> burn_transfer::Result<()> {
     let (_, row) = run("small BERT from scratch", model, tuner(1e-3), 4, data)?;
     rows.push(row);
 
-    println!();
-    println!(
-        "{:<32} {:>9} {:>12} {:>8} {:>10}",
-        "", "accuracy", "trainable", "share", "s/epoch"
-    );
+    let mut table = Table::new(&["", "accuracy", "trainable", "share", "s/epoch"]);
     for r in &rows {
-        println!(
-            "{:<32} {:>8.1}% {:>12} {:>7.2}% {:>10.1}",
-            r.name,
-            r.accuracy * 100.0,
-            r.trainable,
-            100.0 * r.trainable as f64 / r.total as f64,
-            r.seconds_per_epoch
-        );
+        table.row(vec![
+            r.name.to_string(),
+            percent(r.accuracy),
+            r.trainable.to_string(),
+            format!("{:.2}%", 100.0 * r.trainable as f64 / r.total as f64),
+            format!("{:.1}", r.seconds_per_epoch),
+        ]);
     }
+    table.print();
     println!(
         "\nsaved {} and {}; classify a sentence with: cargo run --release --example sentiment_minilm -- --predict \"这部电影真不错\"",
         out_dir.join("model_finetuned.mpk").display(),

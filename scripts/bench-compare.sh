@@ -5,10 +5,10 @@
 #   scripts/bench-compare.sh                 # 3 rounds, backends ndarray and flex
 #   ROUNDS=1 BACKENDS=flex scripts/bench-compare.sh
 #
-# Needs PyTorch in a virtualenv (see ../shared/bench/README.md):
+# Needs PyTorch in a virtualenv (see benches/pytorch/README.md):
 #   python3 -m venv ~/torchref && ~/torchref/bin/pip install torch==2.15.0 numpy
 # Environment: TORCH_PY (python with torch, default ~/torchref/bin/python), TORCH_REF (the
-# reference script, default ../shared/bench/torch_ref.py), OUT (result folder, default
+# reference script, default benches/pytorch/torch_ref.py), OUT (result folder, default
 # bench-results), ROUNDS, BACKENDS, FEATURES (cargo features, default flex), EXTRA (more
 # arguments for both, e.g. "--repeats 1"), MALLOC: `reuse` (default; ours calls
 # allocator::reuse_freed_memory, PyTorch runs with the same glibc setting through
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_PY="${TORCH_PY:-$HOME/torchref/bin/python}"
-TORCH_REF="${TORCH_REF:-../shared/bench/torch_ref.py}"
+TORCH_REF="${TORCH_REF:-benches/pytorch/torch_ref.py}"
 OUT="${OUT:-bench-results}"
 ROUNDS="${ROUNDS:-3}"
 BACKENDS="${BACKENDS:-ndarray flex}"

@@ -9,12 +9,12 @@
 #   BUNDLE=.gpu OUT=/some/folder scripts/bench-gpu.sh
 #
 # The binary runs on x86-64 Linux with glibc 2.35 or newer. Environment: BUNDLE (default
-# .gpu), TORCH_REF (default ../shared/bench/torch_ref.py), CARGO_TARGET_DIR as for any build.
+# .gpu), TORCH_REF (default benches/pytorch/torch_ref.py), CARGO_TARGET_DIR as for any build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUNDLE="${BUNDLE:-.gpu}"
-TORCH_REF="${TORCH_REF:-../shared/bench/torch_ref.py}"
+TORCH_REF="${TORCH_REF:-benches/pytorch/torch_ref.py}"
 [ -f "$TORCH_REF" ] || { echo "no reference script at $TORCH_REF (set TORCH_REF)" >&2; exit 1; }
 
 # The benchmark binary's path, from cargo's own report of what it built.

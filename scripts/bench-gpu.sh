@@ -11,7 +11,7 @@
 # unpacks the loader's Debian packages from it into / (only then, and only those).
 #
 # Environment: OUT (result folder), ROUNDS (default 3), BUNDLE (a pack's folder), TORCH_PY
-# (python with CUDA torch, default python3), TORCH_REF (default ../shared/bench/torch_ref.py,
+# (python with CUDA torch, default python3), TORCH_REF (default benches/pytorch/torch_ref.py,
 # or the bundle's copy), TORCH_DEVICE (default cuda; cpu tries the whole script without a
 # GPU, our side then on whatever Vulkan driver there is), EXTRA (arguments for both, e.g.
 # "--repeats 1"), OURS_EXTRA / TORCH_EXTRA (for one side: "--tf32" for PyTorch),
@@ -55,7 +55,7 @@ if [ -n "$BUNDLE" ]; then
 else
   cargo bench --bench workloads --features wgpu --no-run
   BIN=(cargo bench --bench workloads --features wgpu --)
-  TORCH_REF="${TORCH_REF:-../shared/bench/torch_ref.py}"
+  TORCH_REF="${TORCH_REF:-benches/pytorch/torch_ref.py}"
 fi
 [ -f "$TORCH_REF" ] || { echo "no reference script at $TORCH_REF (set TORCH_REF)" >&2; exit 1; }
 
@@ -90,7 +90,7 @@ measure() {
 for round in $(seq 1 "$ROUNDS"); do
   # shellcheck disable=SC2086
   measure "round $round: PyTorch on $TORCH_DEVICE" \
-    "$TORCH_PY" scripts/torch_gpu_ref.py --ref "$TORCH_REF" --device "$TORCH_DEVICE" \
+    "$TORCH_PY" benches/pytorch/torch_gpu_ref.py --ref "$TORCH_REF" --device "$TORCH_DEVICE" \
     --json "$OUT/torch_r$round.json" $TORCH_EXTRA $EXTRA
   ratios=()
   [ -f "$OUT/torch_r$round.json" ] && ratios=(--torch "$OUT/torch_r$round.json")

@@ -5,6 +5,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::error::{Result, TransferError};
+use crate::freeze::{Frozen, ToInner};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 
 /// The body of a transfer model: turns an input into one feature vector per sample.
 ///
@@ -30,7 +33,7 @@ pub trait Backbone<B: Backend>: Module<B> + ModuleDisplay {
 #[derive(Module, Debug)]
 pub struct MlpBackbone<B: Backend> {
     /// The linear layers, each followed by ReLU (fused into the layer's pass:
-    /// [`crate::linear::forward_relu`]).
+    /// [`crate::kernels`]).
     pub layers: Vec<Linear<B>>,
 }
 
@@ -91,7 +94,7 @@ impl<B: Backend> Backbone<B> for MlpBackbone<B> {
     fn features(&self, input: Tensor<B, 2>) -> Tensor<B, 2> {
         self.layers
             .iter()
-            .fold(input, |x, layer| crate::linear::forward_relu(layer, x))
+            .fold(input, |x, layer| crate::kernels::linear_relu(layer, x))
     }
 
     fn feature_dim(&self) -> usize {
@@ -99,5 +102,25 @@ impl<B: Backend> Backbone<B> for MlpBackbone<B> {
             .last()
             .map(|l| l.weight.dims()[1])
             .unwrap_or_default()
+    }
+}
+
+/// A frozen body runs on the inner backend: no graph, no gradient, BatchNorm in inference
+/// mode; its features come back as constants of the autodiff backend.
+impl<B, M> Backbone<B> for Frozen<M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Backbone<B>,
+    M::Input: ToInner<B>,
+    M::InnerModule: Backbone<B::InnerBackend, Input = <M::Input as ToInner<B>>::Inner>,
+{
+    type Input = M::Input;
+
+    fn features(&self, input: Self::Input) -> Tensor<B, 2> {
+        Tensor::from_inner(self.get().valid().features(input.to_inner()))
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.get().feature_dim()
     }
 }

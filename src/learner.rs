@@ -1,6 +1,6 @@
 //! Running a [`TransferModel`] inside burn-train's `Learner`.
 //!
-//! [`FineTuner`](crate::FineTuner) is this crate's own loop (per-group learning rates,
+//! [`FineTuner`](crate::finetune::FineTuner) is this crate's own loop (per-group learning rates,
 //! gradual unfreezing, frozen parts on the inner backend). When you would rather use
 //! burn-train's `Learner` — its metrics, TUI, checkpointer, multi-device strategies — a
 //! [`TransferModel`] plugs straight in: it implements `TrainStep` (on an autodiff backend)
@@ -30,8 +30,8 @@
 //! ```
 
 use crate::backbone::Backbone;
-use crate::finetune::ClassificationBatch;
 use crate::head::{Head, TransferModel};
+use crate::task::ClassificationBatch;
 use burn::module::{AutodiffModule, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;

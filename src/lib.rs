@@ -11,11 +11,10 @@
 //!   progress, history);
 //! - [`checkpoint`]: atomic saving and loading of weights;
 //! - [`import`]: loading PyTorch / safetensors checkpoints, with a report and strict mode;
-//! - [`conv`] and [`pool`]: burn's `Conv2d` and `MaxPool2d` with the same weights and
-//!   results, trained through backward passes of their own on the CPU backends;
 //! - `models` (feature `models`, on by default): BERT/MiniLM, MobileNetV2 and ResNet with
 //!   PyTorch's parameter names, loading the original checkpoints;
-//! - [`allocator`]: keeping freed memory for the next step when training on the CPU;
+//! - [`kernels`]: the CPU kernels (feature `cpu-kernels`, on by default) that train burn's
+//!   layers fast on ndarray and Flex, and the two process settings for CPU training;
 //! - [`learner`]: running a [`TransferModel`] inside burn-train's `Learner`.
 //!
 //! ```
@@ -45,42 +44,46 @@
 #![deny(missing_docs)]
 
 pub mod adapter;
-pub mod allocator;
 pub mod backbone;
 pub mod checkpoint;
-pub mod conv;
 pub mod distill;
 pub mod error;
 pub mod finetune;
 pub mod freeze;
 pub mod head;
-mod host;
 pub mod import;
+pub mod kernels;
 pub mod learner;
-pub mod linear;
 pub mod loss;
 #[cfg(feature = "models")]
 pub mod models;
-pub mod pool;
-pub mod threads;
+pub mod task;
 
-pub use backbone::{Backbone, MlpBackbone};
 pub use error::{Result, TransferError};
-pub use finetune::FineTuner;
-pub use freeze::{Freeze, Frozen};
-pub use head::{Head, TransferModel};
 
-/// The names most programs need, in one import.
+/// The names most programs need, in one import: fine-tuning, freezing, heads, adapters,
+/// distillation and its losses, saving and loading, importing PyTorch weights.
 pub mod prelude {
+    pub use crate::adapter::{BottleneckConfig, LoraConfig, LoraModel};
     pub use crate::backbone::{Backbone, MlpBackbone};
+    pub use crate::checkpoint::{load_model, load_trainable, save_model, save_trainable};
+    pub use crate::distill::Distiller;
     pub use crate::error::{Result, TransferError};
     pub use crate::finetune::{
-        BatchSource, ClassificationBatch, Classifier, EarlyStopping, FineTuneSession, FineTuner,
-        FitOutcome, History, LrSchedule, Monitor, OptimizerKind,
+        EarlyStopping, FineTuneSession, FineTuner, FitOutcome, History, LrSchedule, Monitor,
+        OptimizerKind, ValidBatch,
     };
     pub use crate::freeze::{Freeze, Frozen, ParamSummary, Selector, UnfreezeSchedule};
     pub use crate::head::{
         Head, LinearHead, MlpHead, MlpHeadConfig, Pooled, Pooling, SequenceBackbone,
         SequenceFeatures, TransferModel,
     };
+    pub use crate::import::{ImportOptions, ImportReport, import_weights};
+    pub use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets};
+    pub use crate::task::{BatchSource, ClassificationBatch, Classifier};
 }
+
+// README's snippets are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;

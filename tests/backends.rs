@@ -3,23 +3,23 @@
 //! on a machine without a GPU runs on Mesa's software Vulkan driver (lavapipe; Debian
 //! `mesa-vulkan-drivers`), which is slow to start, so everything is checked in one test per
 //! backend on tiny shapes.
-#![cfg(any(feature = "wgpu", feature = "flex"))]
+#![cfg(all(feature = "cpu-kernels", any(feature = "wgpu", feature = "flex")))]
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2dConfig;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
 use burn::tensor::Tolerance;
 use burn::tensor::backend::AutodiffBackend;
 use burn_transfer::adapter::{LoraConfig, LoraModel};
 use burn_transfer::checkpoint::{load_model_bytes, model_to_bytes};
-use burn_transfer::conv::GemmConv2d;
-use burn_transfer::finetune::{Classifier, Monitor};
+use burn_transfer::finetune::Monitor;
+use burn_transfer::kernels::cpu::{conv::conv2d, pool::max_pool2d};
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
-use burn_transfer::pool::MaxPool2d;
 use burn_transfer::prelude::*;
+use burn_transfer::task::Classifier;
 use std::path::Path;
 
 type C = Autodiff<NdArray>;
@@ -113,18 +113,14 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
     loss_g.assert_approx_eq::<f32>(&loss_c, tol());
     grad_g.assert_approx_eq::<f32>(&grad_c, tol());
 
-    // GemmConv2d on this backend against burn's convolution on ndarray, forward and weight gradient.
-    let conv_c =
-        GemmConv2d::<C>::new(&Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 1]), &cd).unwrap();
-    let conv_g = moved(
-        &conv_c,
-        GemmConv2d::<G>::new(&Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 1]), &gd).unwrap(),
-    );
+    // The kernels' convolution on this backend against burn's on ndarray, forward and weight
+    // gradient.
+    let config = Conv2dConfig::new([2, 3], [3, 3]).with_stride([2, 1]);
+    let conv_c: Conv2d<C> = config.init(&cd);
+    let conv_g = moved(&conv_c, config.init::<G>(&gd));
     let xi = values(2 * 2 * 7 * 6, 5);
-    let yc = conv_c
-        .to_conv2d()
-        .forward(tensor::<C, 4>(&xi, [2, 2, 7, 6]));
-    let yg = conv_g.forward(tensor::<G, 4>(&xi, [2, 2, 7, 6]));
+    let yc = conv_c.forward(tensor::<C, 4>(&xi, [2, 2, 7, 6]));
+    let yg = conv2d(&conv_g, tensor::<G, 4>(&xi, [2, 2, 7, 6]));
     let wc = conv_c
         .weight
         .val()
@@ -142,15 +138,14 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
 
     // MaxPool2d on this backend against burn's on ndarray: forward, input gradient, and the
     // forward without autodiff.
-    let pool = MaxPool2d::new(
-        &MaxPool2dConfig::new([3, 3])
-            .with_strides([2, 2])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
-    );
+    let pool = MaxPool2dConfig::new([3, 3])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init();
     let xc = tensor::<C, 4>(&xi, [2, 2, 7, 6]).require_grad();
     let xg = tensor::<G, 4>(&xi, [2, 2, 7, 6]).require_grad();
-    let pc = pool.to_burn().forward(xc.clone());
-    let pg = pool.forward(xg.clone());
+    let pc = pool.forward(xc.clone());
+    let pg = max_pool2d(&pool, xg.clone());
     let dxc = xc
         .grad(&(pc.clone() * pc.clone()).sum().backward())
         .unwrap();
@@ -161,7 +156,7 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
         .assert_approx_eq::<f32>(&pc.clone().into_data(), tol());
     dxg.into_data()
         .assert_approx_eq::<f32>(&dxc.into_data(), tol());
-    pool.forward(xg.inner())
+    max_pool2d(&pool, xg.inner())
         .into_data()
         .assert_approx_eq::<f32>(&pc.into_data(), tol());
 
@@ -235,8 +230,8 @@ fn kd_loss_and_grad<A: AutodiffBackend>() -> (TensorData, TensorData) {
     let student = tensor::<A, 2>(&values(4 * 5, 3), [4, 5]).require_grad();
     let labels = Tensor::from_data(TensorData::new(vec![0i64, 4, 2, 1], [4]), &device);
     let loss = DistillLossConfig::new()
-        .temperature(4.0)
-        .alpha(0.7)
+        .with_temperature(4.0)
+        .with_alpha(0.7)
         .init::<A>(&device)
         .unwrap()
         .forward(

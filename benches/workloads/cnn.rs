@@ -3,20 +3,18 @@
 
 use burn::module::Module;
 use burn::nn::Relu;
-use burn::nn::conv::Conv2dConfig;
-use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::prelude::*;
 use burn_transfer::backbone::Backbone;
-use burn_transfer::conv::GemmConv2d;
-use burn_transfer::pool::MaxPool2d;
+use burn_transfer::kernels::cpu::{conv::conv2d_relu, pool::max_pool2d};
 
-/// The reference CNN's body, with this crate's `GemmConv2d` (ReLU fused:
-/// `GemmConv2d::forward_relu`) and `MaxPool2d`, or (`burn_conv`) burn's own convolution,
-/// ReLU and max-pool, same weights.
+/// The reference CNN's body, through the CPU kernels (`conv2d_relu`, ReLU fused, and
+/// `max_pool2d`), or (`burn_conv`) burn's own convolution, ReLU and max-pool, same layers.
 #[derive(Module, Debug)]
 pub struct CnnBody<B: Backend> {
-    conv1: GemmConv2d<B>,
-    conv2: GemmConv2d<B>,
+    conv1: Conv2d<B>,
+    conv2: Conv2d<B>,
     burn_conv: bool,
     pool: MaxPool2d,
     relu: Relu,
@@ -24,12 +22,12 @@ pub struct CnnBody<B: Backend> {
 
 impl<B: Backend> CnnBody<B> {
     pub fn new(burn_conv: bool, device: &B::Device) -> Self {
-        let conv = |c: [usize; 2]| GemmConv2d::new(&Conv2dConfig::new(c, [3, 3]), device);
+        let conv = |c: [usize; 2]| Conv2dConfig::new(c, [3, 3]).init(device);
         Self {
-            conv1: conv([1, 32]).expect("valid config"),
-            conv2: conv([32, 64]).expect("valid config"),
+            conv1: conv([1, 32]),
+            conv2: conv([32, 64]),
             burn_conv,
-            pool: MaxPool2d::new(&MaxPool2dConfig::new([2, 2])),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
             relu: Relu::new(),
         }
     }
@@ -41,12 +39,12 @@ impl<B: Backend> Backbone<B> for CnnBody<B> {
     fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let (x, c1, c2) = (x, &self.conv1, &self.conv2);
         let x = if self.burn_conv {
-            let x = self.relu.forward(c1.to_conv2d().forward(x));
-            let x = self.relu.forward(c2.to_conv2d().forward(x));
-            self.pool.to_burn().forward(x)
-        } else {
-            let x = c2.forward_relu(c1.forward_relu(x));
+            let x = self.relu.forward(c1.forward(x));
+            let x = self.relu.forward(c2.forward(x));
             self.pool.forward(x)
+        } else {
+            let x = conv2d_relu(c2, conv2d_relu(c1, x));
+            max_pool2d(&self.pool, x)
         };
         x.flatten(1, 3)
     }

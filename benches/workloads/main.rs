@@ -1,4 +1,4 @@
-//! Steady-state steps/s of the PyTorch reference workloads (../shared/bench/README.md) on
+//! Steady-state steps/s of the PyTorch reference workloads (benches/pytorch/README.md) on
 //! this crate, with the same shapes, data, step counts and statistics as `torch_ref.py`, and
 //! the same JSON fields (`workloads.NAME.steps_per_s.median`, `gemm`, ...), so the two files
 //! can be put side by side (`--torch torch_ref.json` prints the ratios).
@@ -8,9 +8,9 @@
 //!         [--epochs 10] [--torch torch_ref.json] [--system-malloc] [--separate-main]
 //!
 //! Like a training program should, it first makes `malloc` keep freed memory for the next
-//! step (`burn_transfer::allocator::reuse_freed_memory`); `--system-malloc` leaves glibc's
+//! step (`burn_transfer::kernels::reuse_freed_memory`); `--system-malloc` leaves glibc's
 //! defaults (`scripts/bench-compare.sh` runs PyTorch under the same setting as ours). And it
-//! makes its thread one of rayon's (`burn_transfer::threads::join_compute_pool`);
+//! makes its thread one of rayon's (`burn_transfer::kernels::join_compute_pool`);
 //! `--separate-main` leaves rayon's default pool beside it.
 //!
 //! Backends other than ndarray need their crate feature (`--features flex`, `wgpu`).
@@ -100,7 +100,7 @@ fn loadavg() -> String {
 enum Product {
     /// The backend's `matmul`.
     Backend,
-    /// `burn_transfer::linear::forward` (no bias): what this crate's layers run.
+    /// the kernels' `linear` (no bias): what this crate's layers run.
     Linear,
 }
 
@@ -116,7 +116,7 @@ fn gemm<B: Backend>(n: usize, product: Product, device: &B::Device) -> (f64, f64
         let t0 = Instant::now();
         let c = match product {
             Product::Backend => a.clone().matmul(b.clone()),
-            Product::Linear => burn_transfer::linear::forward(&layer, a.clone()),
+            Product::Linear => burn_transfer::kernels::cpu::linear::linear(&layer, a.clone()),
         };
         B::sync(device).expect("device sync");
         drop(c);
@@ -246,12 +246,12 @@ fn main() {
         }
     };
     if args.main_in_pool {
-        args.main_in_pool = burn_transfer::threads::join_compute_pool();
+        args.main_in_pool = burn_transfer::kernels::join_compute_pool();
         if !args.main_in_pool {
             eprintln!("note: a single thread; rayon's pool left as it is");
         }
     }
-    if args.reuse_memory && !burn_transfer::allocator::reuse_freed_memory() {
+    if args.reuse_memory && !burn_transfer::kernels::reuse_freed_memory() {
         eprintln!("note: malloc is not glibc's here; running with its defaults");
     }
     let result = match args.backend.as_str() {

@@ -1,4 +1,4 @@
-//! The reference workloads (../shared/bench/README.md), each built with this crate's public
+//! The reference workloads (benches/pytorch/README.md), each built with this crate's public
 //! API the way a user would write it, as a closure that performs one optimizer step on batch
 //! `i % 10`.
 
@@ -141,8 +141,8 @@ fn distill_step<B: AutodiffBackend>(cached: bool, device: &B::Device) -> Option<
     let pair = DistillStudent {
         student,
         loss: DistillLossConfig::new()
-            .temperature(4.0)
-            .alpha(0.7)
+            .with_temperature(4.0)
+            .with_alpha(0.7)
             .init(device)
             .ok()?,
     };

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use burn::prelude::*;
-use burn_transfer::finetune::ClassificationBatch;
+use burn_transfer::task::ClassificationBatch;
 use std::io::Read;
 use std::path::Path;
 

@@ -7,27 +7,21 @@ use burn::nn::Initializer;
 use burn::nn::{Gelu, Linear, LinearConfig};
 use burn::prelude::*;
 
-/// Size of a [`BottleneckAdapter`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Size of a [`BottleneckAdapter`]: `BottleneckConfig::new(dim, bottleneck)` for
+/// `dim`-wide features through a `bottleneck`-wide hidden layer.
+#[derive(Config, Debug, PartialEq)]
 pub struct BottleneckConfig {
     /// Width of the features it adapts.
     pub dim: usize,
     /// Bottleneck width (e.g. 64 for a 768-wide model).
     pub bottleneck: usize,
-    /// Standard deviation of the near-zero initial weights (Houlsby: 1e-2... here 1e-3).
+    /// Standard deviation of the near-zero initial weights of the down-projection (the
+    /// up-projection starts at zero, so a new adapter is the identity).
+    #[config(default = 1e-3)]
     pub init_std: f64,
 }
 
 impl BottleneckConfig {
-    /// An adapter for `dim`-wide features through a `bottleneck`-wide hidden layer.
-    pub fn new(dim: usize, bottleneck: usize) -> Self {
-        Self {
-            dim,
-            bottleneck,
-            init_std: 1e-3,
-        }
-    }
-
     /// Builds it; zero widths are errors.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<BottleneckAdapter<B>> {
         if self.dim == 0 || self.bottleneck == 0 {

@@ -7,18 +7,19 @@
 //! gradients flow to `A` and `B` only, through the unmodified forward code of the model.
 
 use super::fingerprint::Fingerprint;
-use super::lora_weight::{Orientation, effective_weight};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
-use crate::finetune::Classifier;
 use crate::freeze::{Freeze, GlobPattern, ParamInfo};
+use crate::kernels::{LoraOrientation as Orientation, lora_weight as effective_weight};
+use crate::task::Classifier;
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// LoRA hyper-parameters (PEFT's `LoraConfig`).
+/// LoRA hyper-parameters (PEFT's `LoraConfig`); a burn
+/// [`Config`](burn::config::Config), saved and loaded as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     /// Rank `r` of the update.
@@ -31,6 +32,8 @@ pub struct LoraConfig {
     /// selected module's `weight` is adapted.
     pub target_modules: Vec<String>,
 }
+
+impl burn::config::Config for LoraConfig {}
 
 impl LoraConfig {
     /// Rank `r`, `lora_alpha`, no dropout, and the modules to adapt.
@@ -415,8 +418,7 @@ fn find_targets(params: &[ParamInfo], config: &LoraConfig) -> Result<Vec<LoraTar
         let kind = match (p.owner.as_str(), p.shape.len()) {
             ("Linear", 2) => LoraKind::Linear,
             ("Embedding", 2) => LoraKind::Embedding,
-            // This crate's convolution holds burn's Conv2d weight under the same name.
-            ("Conv2d" | "GemmConv2d", 4) => LoraKind::Conv2d,
+            ("Conv2d", 4) => LoraKind::Conv2d,
             (owner, _) => {
                 return Err(TransferError::config(
                     "target_modules",

@@ -6,7 +6,6 @@ mod bottleneck;
 mod files;
 mod fingerprint;
 mod lora;
-mod lora_weight;
 
 pub use bottleneck::{BottleneckAdapter, BottleneckConfig};
 pub use files::{AdapterConfig, AdapterExtra, CONFIG_FILE, WEIGHTS_FILE};

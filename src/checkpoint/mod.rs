@@ -6,11 +6,9 @@
 
 pub mod delta;
 pub mod pytorch;
-pub mod resume;
 
 pub use delta::{load_trainable, save_trainable};
 pub use pytorch::save_pytorch_safetensors;
-pub use resume::{RESUME_FILE, ResumeState};
 
 use crate::error::{Result, TransferError};
 use burn::module::Module;

@@ -2,7 +2,7 @@
 
 use crate::checkpoint::atomic_write;
 use crate::error::{Result, TransferError};
-use crate::finetune::BatchSource;
+use crate::task::BatchSource;
 use burn::prelude::*;
 use std::path::Path;
 

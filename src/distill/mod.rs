@@ -49,11 +49,10 @@ pub use student::DistillStudent;
 use crate::error::Result;
 use crate::finetune::fit::{TrainTotals, ValidBatch};
 use crate::finetune::session::check_batch;
-use crate::finetune::{
-    BatchSource, ClassificationBatch, Classifier, FineTuner, FitOutcome, Objective,
-};
+use crate::finetune::{FineTuner, FitOutcome, Objective};
 use crate::freeze::ToInner;
 use crate::loss::{DistillLossConfig, DistillTargets};
+use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -232,6 +231,9 @@ where
         V: BatchSource<ValidBatch<B, S>> + ?Sized,
         E: Fn() -> Box<dyn Iterator<Item = (DistillItem<B, S::Input>, f64)> + 'a>,
     {
+        if let Some(dir) = &self.tuner.checkpoint_dir {
+            self.loss.save_to_run_dir(dir)?;
+        }
         let device = student.devices().into_iter().next().unwrap_or_default();
         let pair = DistillStudent {
             student,

@@ -32,7 +32,7 @@ impl Monitor {
 
 /// Stop when the monitored value has not improved by more than `min_delta` for `patience`
 /// epochs in a row (Keras' `EarlyStopping`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EarlyStopping {
     /// What to watch.
     pub monitor: Monitor,
@@ -53,13 +53,13 @@ impl EarlyStopping {
     }
 
     /// Sets the patience.
-    pub fn patience(mut self, patience: usize) -> Self {
+    pub fn with_patience(mut self, patience: usize) -> Self {
         self.patience = patience;
         self
     }
 
     /// Sets the minimum improvement.
-    pub fn min_delta(mut self, min_delta: f64) -> Self {
+    pub fn with_min_delta(mut self, min_delta: f64) -> Self {
         self.min_delta = min_delta;
         self
     }
@@ -155,8 +155,8 @@ mod tests {
         // Scripted validation losses; patience 2, min_delta 0.01.
         let losses = [1.0, 0.8, 0.795, 0.7, 0.71, 0.705, 0.5];
         let stop = EarlyStopping::new(Monitor::ValidLoss)
-            .patience(2)
-            .min_delta(0.01);
+            .with_patience(2)
+            .with_min_delta(0.01);
         let mut t = BestTracker::new(stop.monitor, stop.min_delta);
         let mut stopped_at = None;
         for (i, l) in losses.iter().enumerate() {

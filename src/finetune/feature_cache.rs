@@ -8,11 +8,11 @@
 
 use super::FineTuner;
 use super::fit::{FitOutcome, NoData};
-use super::task::{BatchSource, ClassificationBatch};
 use crate::backbone::Backbone;
 use crate::error::Result;
 use crate::freeze::{Frozen, ToInner};
 use crate::head::{Head, TransferModel};
+use crate::task::{BatchSource, ClassificationBatch};
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;

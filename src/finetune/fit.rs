@@ -4,13 +4,12 @@ use super::FineTuner;
 use super::early_stopping::{BestTracker, Monitor};
 use super::history::{EpochMetrics, History};
 use super::progress::{epoch_bar, epoch_line};
+use super::resume::{RESUME_FILE, ResumeState};
 use super::session::{EvalStats, FineTuneSession, StepStats};
-use super::task::{BatchSource, ClassificationBatch, Classifier};
-use crate::checkpoint::{
-    RESUME_FILE, ResumeState, load_model, load_model_bytes, model_to_bytes, save_model,
-};
+use crate::checkpoint::{load_model, load_model_bytes, model_to_bytes, save_model};
 use crate::error::{Result, TransferError};
 use crate::freeze::Freeze;
+use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
@@ -179,6 +178,10 @@ impl<B: AutodiffBackend> FineTuner<B> {
                 self.monitor.name(),
                 "without validation data only Monitor::TrainLoss can be watched; pass validation data or change the monitor",
             ));
+        }
+        if let Some(dir) = &self.checkpoint_dir {
+            // Saved first, so that a folder with checkpoints always says how they were made.
+            self.save_to_run_dir(dir)?;
         }
         let min_delta = self.early_stopping.map_or(0.0, |e| e.min_delta);
         let mut tracker = BestTracker::new(self.monitor, min_delta);

@@ -2,6 +2,7 @@
 
 use crate::checkpoint::atomic_write;
 use crate::error::{Result, TransferError};
+use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -99,7 +100,7 @@ impl History {
 
     /// An SVG chart: loss (train, valid) on the left, accuracy (train, valid) on the right.
     pub fn to_svg(&self) -> Result<String> {
-        super::progress::render_svg(self).map_err(|reason| TransferError::Export {
+        render_svg(self).map_err(|reason| TransferError::Export {
             format: "SVG".into(),
             reason,
         })
@@ -109,6 +110,80 @@ impl History {
     pub fn write_svg(&self, path: &Path) -> Result<()> {
         atomic_write(path, self.to_svg()?.as_bytes())
     }
+}
+
+/// Two line charts side by side (loss, accuracy), train and valid series.
+fn render_svg(history: &History) -> std::result::Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let panels = root.split_horizontally(480);
+        let series = |f: fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+            history
+                .epochs
+                .iter()
+                .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+                .collect()
+        };
+        let charts = [
+            (
+                "loss",
+                &panels.0,
+                [series(|e| Some(e.train_loss)), series(|e| e.valid_loss)],
+            ),
+            (
+                "accuracy",
+                &panels.1,
+                [
+                    series(|e| Some(e.train_accuracy)),
+                    series(|e| e.valid_accuracy),
+                ],
+            ),
+        ];
+        let last_epoch = history.epochs.last().map_or(1, |e| e.epoch).max(2) as f64;
+        for (title, area, [train, valid]) in charts {
+            let values = train.iter().chain(&valid).map(|p| p.1);
+            let lo = values.clone().fold(f64::INFINITY, f64::min);
+            let hi = values.fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = if lo.is_finite() && hi > lo {
+                (lo, hi)
+            } else {
+                (0.0, 1.0)
+            };
+            let pad = (hi - lo) * 0.05;
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(30)
+                .y_label_area_size(50)
+                .build_cartesian_2d(1.0..last_epoch, (lo - pad)..(hi + pad))
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (name, points, color) in [("train", train, BLUE), ("valid", valid, RED)] {
+                if points.is_empty() {
+                    continue;
+                }
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
 }
 
 #[cfg(test)]

@@ -16,33 +16,31 @@
 //!     .group("head", 1e-3)?                // the new head: larger ones
 //!     .schedule(LrSchedule::Linear { warmup: 0.1 })
 //!     .clip_grad_norm(1.0)
-//!     .early_stopping(EarlyStopping::new(Monitor::ValidLoss).patience(3))
+//!     .early_stopping(EarlyStopping::new(Monitor::ValidLoss).with_patience(3))
 //!     .checkpoint_dir("runs/digits")
 //!     .fit(model, &train, &valid)?;
 //! println!("best epoch {:?}", outcome.best_epoch);
 //! # Ok::<(), burn_transfer::TransferError>(())
 //! ```
 
-mod adamw;
 mod early_stopping;
 mod feature_cache;
 pub(crate) mod fit;
 mod history;
 mod optim;
 mod progress;
+pub mod resume;
 mod schedule;
 pub(crate) mod session;
-mod task;
 
-pub use adamw::FusedAdamW;
 pub use early_stopping::{BestTracker, EarlyStopping, Monitor, Observation};
 pub use feature_cache::{CachedFeatures, HeadOnCache};
 pub use fit::{FitOutcome, ValidBatch};
 pub use history::{EpochMetrics, History};
 pub use optim::{LrGroup, OptimizerKind};
+pub use resume::{RESUME_FILE, ResumeState};
 pub use schedule::LrSchedule;
 pub use session::{EvalStats, FineTuneSession, Objective, StepStats, evaluate};
-pub use task::{BatchSource, ClassificationBatch, Classifier};
 
 use crate::error::{Result, TransferError};
 use crate::freeze::{IntoSelector, UnfreezeSchedule};
@@ -58,7 +56,12 @@ use std::path::PathBuf;
 /// Defaults follow the seed's recipe: AdamW (weight decay 0.01), learning rate 2e-5
 /// (full fine-tuning; give a new head its own group at ~1e-3), constant schedule, 3 epochs,
 /// best epoch by validation loss.
-#[derive(Clone, Debug)]
+///
+/// A burn [`Config`](burn::config::Config): with a [`checkpoint_dir`](Self::checkpoint_dir),
+/// every run writes it to [`RUN_CONFIG_FILE`] in that folder, and
+/// [`FineTuner::from_run_dir`] rebuilds the same trainer from there.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub struct FineTuner<B: AutodiffBackend> {
     pub(crate) epochs: usize,
     pub(crate) learning_rate: f64,
@@ -76,8 +79,15 @@ pub struct FineTuner<B: AutodiffBackend> {
     pub(crate) seed: Option<u64>,
     pub(crate) progress_bar: bool,
     pub(crate) verbose: bool,
+    #[serde(skip)]
     _backend: PhantomData<B>,
 }
+
+/// The file, inside a run's checkpoint folder, that holds the [`FineTuner`]'s
+/// configuration.
+pub const RUN_CONFIG_FILE: &str = "fine_tuner.json";
+
+impl<B: AutodiffBackend> burn::config::Config for FineTuner<B> {}
 
 impl<B: AutodiffBackend> Default for FineTuner<B> {
     fn default() -> Self {
@@ -107,6 +117,28 @@ impl<B: AutodiffBackend> FineTuner<B> {
             verbose: true,
             _backend: PhantomData,
         }
+    }
+
+    /// The trainer a run was configured with, read from [`RUN_CONFIG_FILE`] in its
+    /// checkpoint folder.
+    pub fn from_run_dir(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = dir.as_ref().join(RUN_CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| TransferError::io("read run configuration", &path, e))?;
+        serde_json::from_str(&text).map_err(|e| TransferError::Checkpoint {
+            path: path.clone(),
+            reason: format!("not a FineTuner configuration: {e}"),
+        })
+    }
+
+    /// Writes this configuration to [`RUN_CONFIG_FILE`] in `dir`, atomically.
+    pub fn save_to_run_dir(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = dir.as_ref().join(RUN_CONFIG_FILE);
+        let json = serde_json::to_string_pretty(self).map_err(|e| TransferError::Export {
+            format: "JSON".into(),
+            reason: e.to_string(),
+        })?;
+        crate::checkpoint::atomic_write(&path, json.as_bytes())
     }
 
     /// Number of passes over the training data.

@@ -1,8 +1,8 @@
 //! Optimizers per parameter group, gradient accumulation and global-norm clipping.
 
-use super::adamw::FusedAdamW;
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, Selector};
+use crate::kernels::{self, AdamW};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
@@ -13,7 +13,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 
 /// Which optimizer updates the weights.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OptimizerKind {
     /// AdamW (decoupled weight decay), PyTorch's defaults but for epsilon.
     AdamW {
@@ -118,7 +118,7 @@ impl OptimizerKind {
                 beta_1,
                 beta_2,
                 epsilon,
-            } => AnyOptimizer::AdamW(FusedAdamW::new(weight_decay, beta_1, beta_2, epsilon).init()),
+            } => AnyOptimizer::AdamW(kernels::adamw(weight_decay, beta_1, beta_2, epsilon)),
             OptimizerKind::Sgd {
                 momentum,
                 nesterov,
@@ -144,7 +144,7 @@ impl OptimizerKind {
 
 /// One of the supported optimizers, chosen at run time.
 pub(crate) enum AnyOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
-    AdamW(OptimizerAdaptor<FusedAdamW, M, B>),
+    AdamW(OptimizerAdaptor<AdamW, M, B>),
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
 }
 
@@ -175,7 +175,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
         let decode = std::panic::AssertUnwindSafe(|| match self {
             AnyOptimizer::AdamW(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
                 // A stand-in while the record loads into the optimizer taken out.
-                let taken = std::mem::replace(o, FusedAdamW::new(0.0, 0.0, 0.0, 0.0).init());
+                let taken = std::mem::replace(o, kernels::adamw(0.0, 0.0, 0.0, 0.0));
                 *o = taken.load_record(r);
             }),
             AnyOptimizer::Sgd(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
@@ -191,7 +191,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
 }
 
 /// A parameter group: the parameters a selector picks, trained at their own base rate.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LrGroup {
     /// Which parameters.
     pub selector: Selector,

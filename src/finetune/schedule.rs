@@ -10,7 +10,7 @@ use crate::error::{Result, TransferError};
 
 /// How the learning rate changes over the run. Every schedule scales each group's base
 /// rate by the same factor.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LrSchedule {
     /// The base rate throughout.
     Constant,

@@ -1,10 +1,10 @@
 //! One fine-tuning run, step by step.
 
 use super::optim::GroupedOptimizer;
-use super::task::{BatchSource, ClassificationBatch, Classifier};
 use super::{FineTuner, LrSchedule};
 use crate::error::{Result, TransferError};
 use crate::freeze::UnfreezeSchedule;
+use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;

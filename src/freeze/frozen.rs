@@ -8,8 +8,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{BasicAutodiffOps, TensorKind};
 
-use crate::backbone::Backbone;
-
 /// Wraps a module so that it can never be trained.
 ///
 /// Its forward pass runs through the module's inner form ([`AutodiffModule::valid`]) on
@@ -147,23 +145,5 @@ where
     type Inner = Tensor<B::InnerBackend, D, K::InnerKind>;
     fn to_inner(self) -> Self::Inner {
         self.inner()
-    }
-}
-
-impl<B, M> Backbone<B> for Frozen<M>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + Backbone<B>,
-    M::Input: ToInner<B>,
-    M::InnerModule: Backbone<B::InnerBackend, Input = <M::Input as ToInner<B>>::Inner>,
-{
-    type Input = M::Input;
-
-    fn features(&self, input: Self::Input) -> Tensor<B, 2> {
-        Tensor::from_inner(self.module.valid().features(input.to_inner()))
-    }
-
-    fn feature_dim(&self) -> usize {
-        self.module.feature_dim()
     }
 }

@@ -17,7 +17,7 @@ mod summary;
 
 pub use frozen::{Frozen, ToInner};
 pub use paths::{ParamInfo, is_buffer_path, materialize};
-pub use schedule::UnfreezeSchedule;
+pub use schedule::{UnfreezeSchedule, UnfreezeStep};
 pub use selector::{GlobPattern, Selector};
 pub use summary::ParamSummary;
 

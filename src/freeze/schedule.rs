@@ -4,7 +4,7 @@ use super::{Freeze, Selector};
 use crate::error::{Result, TransferError};
 use burn::prelude::Backend;
 
-/// A list of `(epoch, selector)`: at the start of `epoch` (1-based), the selected
+/// A list of [`UnfreezeStep`]s: at the start of each step's epoch (1-based), the selected
 /// parameters become trainable.
 ///
 /// The state at any epoch is a function of the epoch alone, so a resumed run reaches the
@@ -16,11 +16,20 @@ use burn::prelude::Backend;
 /// // epoch 3: + the last two blocks, and so on.
 /// let schedule = UnfreezeSchedule::gradual("backbone.layers", 3, 2, 1).unwrap();
 /// assert_eq!(schedule.steps().len(), 3);
-/// assert_eq!(schedule.steps()[2].0, 4);
+/// assert_eq!(schedule.steps()[2].epoch, 4);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct UnfreezeSchedule {
-    steps: Vec<(usize, Selector)>,
+    steps: Vec<UnfreezeStep>,
+}
+
+/// One step of an [`UnfreezeSchedule`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct UnfreezeStep {
+    /// The epoch (1-based) at whose start the step applies.
+    pub epoch: usize,
+    /// What becomes trainable then.
+    pub selector: Selector,
 }
 
 impl UnfreezeSchedule {
@@ -38,8 +47,8 @@ impl UnfreezeSchedule {
                 "epochs are counted from 1",
             ));
         }
-        self.steps.push((epoch, selector));
-        self.steps.sort_by_key(|(e, _)| *e);
+        self.steps.push(UnfreezeStep { epoch, selector });
+        self.steps.sort_by_key(|step| step.epoch);
         Ok(self)
     }
 
@@ -67,7 +76,7 @@ impl UnfreezeSchedule {
     }
 
     /// The steps, sorted by epoch.
-    pub fn steps(&self) -> &[(usize, Selector)] {
+    pub fn steps(&self) -> &[UnfreezeStep] {
         &self.steps
     }
 
@@ -76,8 +85,8 @@ impl UnfreezeSchedule {
     pub fn apply<B: Backend, M: Freeze<B>>(&self, model: M, epoch: usize) -> Result<(M, bool)> {
         let mut model = model;
         let mut changed = false;
-        for (_, selector) in self.steps.iter().filter(|(e, _)| *e == epoch) {
-            model = model.unfreeze_matching(selector)?;
+        for step in self.steps.iter().filter(|step| step.epoch == epoch) {
+            model = model.unfreeze_matching(&step.selector)?;
             changed = true;
         }
         Ok((model, changed))
@@ -88,7 +97,7 @@ impl UnfreezeSchedule {
     pub fn apply_up_to<B: Backend, M: Freeze<B>>(&self, model: M, epoch: usize) -> Result<M> {
         self.steps
             .iter()
-            .filter(|(e, _)| *e <= epoch)
-            .try_fold(model, |m, (_, s)| m.unfreeze_matching(s))
+            .filter(|step| step.epoch <= epoch)
+            .try_fold(model, |m, step| m.unfreeze_matching(&step.selector))
     }
 }

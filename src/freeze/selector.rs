@@ -19,7 +19,10 @@ use crate::error::{Result, TransferError};
 /// assert!(s.matches_path("head.bias"));
 /// assert!(!s.matches_path("head.weight"));
 /// ```
-#[derive(Clone, Debug)]
+///
+/// Selectors serialise as data (globs as the text written), so a run's configuration that
+/// holds them saves and loads as JSON.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Selector {
     /// Any of these glob patterns.
     Globs(Vec<GlobPattern>),
@@ -43,11 +46,27 @@ pub enum Selector {
     Any(Vec<Selector>),
 }
 
-/// One parsed glob pattern, keeping the text the user wrote for error messages.
-#[derive(Clone, Debug)]
+/// One parsed glob pattern, keeping the text the user wrote for error messages; it
+/// serialises as that text and is parsed again when read.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct GlobPattern {
     text: String,
     pattern: glob::Pattern,
+}
+
+impl TryFrom<String> for GlobPattern {
+    type Error = TransferError;
+
+    fn try_from(text: String) -> Result<Self> {
+        Self::new(&text)
+    }
+}
+
+impl From<GlobPattern> for String {
+    fn from(pattern: GlobPattern) -> Self {
+        pattern.text
+    }
 }
 
 impl GlobPattern {

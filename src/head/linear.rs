@@ -43,7 +43,7 @@ impl<B: Backend> LinearHead<B> {
 
 impl<B: Backend> Head<B> for LinearHead<B> {
     fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        crate::linear::forward(&self.linear, features)
+        crate::kernels::linear(&self.linear, features)
     }
 
     fn input_dim(&self) -> usize {

@@ -7,8 +7,9 @@ use burn::nn::activation::{Activation, ActivationConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-/// Configuration of an [`MlpHead`].
-#[derive(Clone, Debug)]
+/// Configuration of an [`MlpHead`]: `MlpHeadConfig::new(input_dim, hidden, num_outputs)`,
+/// then `with_activation` / `with_dropout`, then [`init`](Self::init).
+#[derive(Config, Debug)]
 pub struct MlpHeadConfig {
     /// Feature width in.
     pub input_dim: usize,
@@ -17,35 +18,14 @@ pub struct MlpHeadConfig {
     /// Output width.
     pub num_outputs: usize,
     /// Activation after each hidden layer (default ReLU).
+    #[config(default = "ActivationConfig::Relu")]
     pub activation: ActivationConfig,
     /// Dropout probability after each activation (default 0.1).
+    #[config(default = 0.1)]
     pub dropout: f64,
 }
 
 impl MlpHeadConfig {
-    /// A head `input_dim → hidden… → num_outputs` with ReLU and dropout 0.1.
-    pub fn new(input_dim: usize, hidden: Vec<usize>, num_outputs: usize) -> Self {
-        Self {
-            input_dim,
-            hidden,
-            num_outputs,
-            activation: ActivationConfig::Relu,
-            dropout: 0.1,
-        }
-    }
-
-    /// Sets the activation.
-    pub fn with_activation(mut self, activation: ActivationConfig) -> Self {
-        self.activation = activation;
-        self
-    }
-
-    /// Sets the dropout probability.
-    pub fn with_dropout(mut self, dropout: f64) -> Self {
-        self.dropout = dropout;
-        self
-    }
-
     /// Builds the head; zero widths or a dropout outside `[0, 1)` are errors.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MlpHead<B>> {
         let widths: Vec<usize> = std::iter::once(self.input_dim)
@@ -97,9 +77,9 @@ impl<B: Backend> Head<B> for MlpHead<B> {
     fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         let x = self.hidden.iter().fold(features, |x, layer| {
             self.dropout
-                .forward(self.activation.forward(crate::linear::forward(layer, x)))
+                .forward(self.activation.forward(crate::kernels::linear(layer, x)))
         });
-        crate::linear::forward(&self.output, x)
+        crate::kernels::linear(&self.output, x)
     }
 
     fn input_dim(&self) -> usize {

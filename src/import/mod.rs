@@ -18,7 +18,7 @@
 //! ```no_run
 //! use burn::backend::NdArray;
 //! use burn_transfer::import::{import_weights, ImportOptions};
-//! use burn_transfer::MlpBackbone;
+//! use burn_transfer::backbone::MlpBackbone;
 //!
 //! let device = Default::default();
 //! let model = MlpBackbone::<NdArray>::new(&[784, 128, 64], &device)?;
@@ -105,7 +105,7 @@ impl ImportOptions {
     }
 
     /// Loads only the model parameters matching this selector (glob over parameter paths,
-    /// as in [`Freeze`](crate::Freeze)); may be given several times. The others keep their
+    /// as in [`Freeze`](crate::freeze::Freeze)); may be given several times. The others keep their
     /// values and are listed in [`ImportReport::not_selected`]. Without it, every parameter
     /// is a candidate.
     pub fn only(mut self, selector: impl IntoSelector) -> Result<Self> {

@@ -8,7 +8,7 @@
 //!
 //! let device = Default::default();
 //! // The seed's objective: α·T²·KL(teacher ‖ student) + (1-α)·CE(student, y), T = 4, α = 0.7.
-//! let loss = DistillLossConfig::new().temperature(4.0).alpha(0.7).init::<NdArray>(&device).unwrap();
+//! let loss = DistillLossConfig::new().with_temperature(4.0).with_alpha(0.7).init::<NdArray>(&device).unwrap();
 //! let s = Tensor::<NdArray, 2>::from_floats([[1.0, 2.0, 0.5]], &device);
 //! let t = Tensor::<NdArray, 2>::from_floats([[0.5, 3.0, 0.0]], &device);
 //! let y = Tensor::<NdArray, 1, Int>::from_ints([1], &device);
@@ -18,7 +18,6 @@
 //! ```
 
 pub mod functional;
-mod fused;
 mod schedule;
 
 pub use schedule::ParamSchedule;
@@ -27,9 +26,10 @@ use crate::error::{Result, TransferError};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// Weights of the decoupled-KD term.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DkdWeights {
     /// Weight of the target-class term (paper default 1).
     pub alpha: f64,
@@ -39,11 +39,25 @@ pub struct DkdWeights {
     pub weight: f64,
 }
 
+/// A FitNets hint: the student's hidden states regress onto the teacher's, through a
+/// learned linear projection when the widths differ.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HintConfig {
+    /// Weight of the hint term in the sum.
+    pub weight: f64,
+    /// Width of the student's hidden states.
+    pub student_dim: usize,
+    /// Width of the teacher's hidden states.
+    pub teacher_dim: usize,
+}
+
 /// Which terms make up a [`DistillLoss`], and their weights.
 ///
 /// The logit part is `α·KD + (1-α)·CE` when labels are given and `KD` alone when they are
 /// not (soft targets only). The other terms are added with their own weights.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// A burn [`Config`](burn::config::Config): `save` / `load` write and read it as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DistillLossConfig {
     /// Softmax temperature `T` (default 4).
     pub temperature: ParamSchedule,
@@ -55,14 +69,19 @@ pub struct DistillLossConfig {
     pub mse_weight: f64,
     /// Weight of the hidden-state cosine term (DistilBERT; 0 = off).
     pub cosine_weight: f64,
-    /// FitNets hint: weight and `(student width, teacher width)`; a learned projection is
-    /// created when the widths differ.
-    pub hint: Option<(f64, usize, usize)>,
+    /// FitNets hint; a learned projection is created when the widths differ.
+    pub hint: Option<HintConfig>,
     /// Weight of the attention-transfer term (0 = off).
     pub attention_weight: f64,
     /// Decoupled KD (needs labels).
     pub dkd: Option<DkdWeights>,
 }
+
+impl burn::config::Config for DistillLossConfig {}
+
+/// The file, inside a distillation run's checkpoint folder, that holds its
+/// [`DistillLossConfig`] (beside the trainer's).
+pub const DISTILL_LOSS_FILE: &str = "distill_loss.json";
 
 impl Default for DistillLossConfig {
     fn default() -> Self {
@@ -86,19 +105,19 @@ impl DistillLossConfig {
     }
 
     /// Sets the temperature (a constant or a [`ParamSchedule`]).
-    pub fn temperature(mut self, t: impl Into<ParamSchedule>) -> Self {
+    pub fn with_temperature(mut self, t: impl Into<ParamSchedule>) -> Self {
         self.temperature = t.into();
         self
     }
 
     /// Sets α, the KD share (a constant or a [`ParamSchedule`]).
-    pub fn alpha(mut self, alpha: impl Into<ParamSchedule>) -> Self {
+    pub fn with_alpha(mut self, alpha: impl Into<ParamSchedule>) -> Self {
         self.alpha = alpha.into();
         self
     }
 
     /// Label smoothing for the CE term.
-    pub fn label_smoothing(mut self, epsilon: f32) -> Self {
+    pub fn with_label_smoothing(mut self, epsilon: f32) -> Self {
         self.label_smoothing = epsilon;
         self
     }
@@ -118,7 +137,11 @@ impl DistillLossConfig {
     /// Adds a FitNets hint from the student's hidden states (width `student_dim`) to the
     /// teacher's (`teacher_dim`), through a learned linear projection if they differ.
     pub fn with_hint(mut self, weight: f64, student_dim: usize, teacher_dim: usize) -> Self {
-        self.hint = Some((weight, student_dim, teacher_dim));
+        self.hint = Some(HintConfig {
+            weight,
+            student_dim,
+            teacher_dim,
+        });
         self
     }
 
@@ -136,6 +159,28 @@ impl DistillLossConfig {
             weight,
         });
         self
+    }
+
+    /// Writes this configuration to [`DISTILL_LOSS_FILE`] in `dir`, atomically.
+    pub fn save_to_run_dir(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = dir.as_ref().join(DISTILL_LOSS_FILE);
+        let json = serde_json::to_string_pretty(self).map_err(|e| TransferError::Export {
+            format: "JSON".into(),
+            reason: e.to_string(),
+        })?;
+        crate::checkpoint::atomic_write(&path, json.as_bytes())
+    }
+
+    /// The loss a distillation run was configured with, read from [`DISTILL_LOSS_FILE`] in
+    /// its checkpoint folder.
+    pub fn from_run_dir(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = dir.as_ref().join(DISTILL_LOSS_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| TransferError::io("read distillation configuration", &path, e))?;
+        serde_json::from_str(&text).map_err(|e| TransferError::Checkpoint {
+            path: path.clone(),
+            reason: format!("not a DistillLossConfig: {e}"),
+        })
     }
 
     /// Checks every value; `init` calls it.
@@ -161,7 +206,7 @@ impl DistillLossConfig {
             ("mse weight", self.mse_weight),
             ("cosine weight", self.cosine_weight),
             ("attention weight", self.attention_weight),
-            ("hint weight", self.hint.map_or(0.0, |h| h.0)),
+            ("hint weight", self.hint.map_or(0.0, |h| h.weight)),
             ("dkd weight", self.dkd.map_or(0.0, |d| d.weight)),
             ("dkd alpha", self.dkd.map_or(0.0, |d| d.alpha)),
             ("dkd beta", self.dkd.map_or(0.0, |d| d.beta)),
@@ -175,7 +220,11 @@ impl DistillLossConfig {
                 ));
             }
         }
-        if let Some((_, s, t)) = self.hint
+        if let Some(HintConfig {
+            student_dim: s,
+            teacher_dim: t,
+            ..
+        }) = self.hint
             && (s == 0 || t == 0)
         {
             return Err(TransferError::config(
@@ -191,7 +240,9 @@ impl DistillLossConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<DistillLoss<B>> {
         self.validate()?;
         let hint_projector = match self.hint {
-            Some((_, s, t)) if s != t => Some(LinearConfig::new(s, t).init(device)),
+            Some(h) if h.student_dim != h.teacher_dim => {
+                Some(LinearConfig::new(h.student_dim, h.teacher_dim).init(device))
+            }
             _ => None,
         };
         let loss = DistillLoss {
@@ -309,13 +360,13 @@ impl<B: Backend> DistillLoss<B> {
             }
             None => (1.0, 0.0),
         };
-        let constants = fused::KdCe {
+        let constants = crate::kernels::KdCeWeights {
             temperature: t,
             kd_weight,
             ce_weight,
             smoothing: c.label_smoothing as f64,
         };
-        match fused::weighted_terms(
+        match crate::kernels::kd_ce(
             constants,
             targets.student_logits.clone(),
             targets.teacher_logits.clone(),
@@ -387,7 +438,12 @@ impl<B: Backend> DistillLoss<B> {
                     functional::cosine_distance(hs.clone(), ht.clone()).mul_scalar(c.cosine_weight),
                 ));
             }
-            if let Some((w, sd, td)) = c.hint {
+            if let Some(HintConfig {
+                weight: w,
+                student_dim: sd,
+                teacher_dim: td,
+            }) = c.hint
+            {
                 let [_, s_width] = hs.dims();
                 let [_, t_width] = ht.dims();
                 if s_width != sd || t_width != td {

@@ -3,7 +3,7 @@
 use crate::error::{Result, TransferError};
 
 /// A scalar hyper-parameter as a function of the epoch (1-based).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ParamSchedule {
     /// The same value every epoch.
     Constant(f64),

@@ -1,8 +1,7 @@
 //! Convolution + batch norm (+ activation): the unit torchvision's CNNs are built from.
 
-use crate::conv::GemmConv2d;
 use burn::module::Module;
-use burn::nn::conv::Conv2dConfig;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 
@@ -32,9 +31,9 @@ impl Activation {
 /// `Conv2dNormActivation`, or a ResNet `convN`/`bnN` pair).
 #[derive(Module, Debug)]
 pub struct ConvBn<B: Backend> {
-    /// The convolution (no bias: the norm's shift replaces it); burn's `Conv2d` weights,
-    /// trained through this crate's CPU convolution (see [`crate::conv`]).
-    pub conv: GemmConv2d<B>,
+    /// The convolution (no bias: the norm's shift replaces it), computed through
+    /// [`crate::kernels`].
+    pub conv: Conv2d<B>,
     /// The batch norm after it.
     pub bn: BatchNorm<B>,
     #[module(skip)]
@@ -91,21 +90,23 @@ impl<B: Backend> ConvBn<B> {
 
     /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.activation.apply(self.bn.forward(self.conv.forward(x)))
+        self.activation
+            .apply(self.bn.forward(crate::kernels::conv2d(&self.conv, x)))
     }
 }
 
 /// A bias-free convolution with explicit padding (torchvision's CNNs use no conv bias
 /// before a batch norm).
-pub(crate) fn conv<B: Backend>(spec: ConvSpec, pad: usize, device: &B::Device) -> GemmConv2d<B> {
-    GemmConv2d::from_conv2d(
-        Conv2dConfig::new([spec.input, spec.output], [spec.kernel, spec.kernel])
-            .with_stride([spec.stride, spec.stride])
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-            .with_groups(spec.groups)
-            .with_bias(false)
-            .init(device),
-    )
+pub(crate) fn conv<B: Backend>(spec: ConvSpec, pad: usize, device: &B::Device) -> Conv2d<B> {
+    let conv = Conv2dConfig::new([spec.input, spec.output], [spec.kernel, spec.kernel])
+        .with_stride([spec.stride, spec.stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_groups(spec.groups)
+        .with_bias(false)
+        .init(device);
+    // Drawn now: a model cloned before its first forward must be a copy.
+    crate::freeze::materialize(&conv);
+    conv
 }
 
 /// Global average pooling `[batch, c, h, w]` → `[batch, c]`.

@@ -65,8 +65,8 @@ impl<B: Backend> InvertedResidual<B> {
     }
 }
 
-/// The width and depth of a MobileNetV2.
-#[derive(Debug, Clone, PartialEq)]
+/// The width and depth of a MobileNetV2; a burn [`Config`](burn::config::Config).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MobileNetV2Config {
     /// Channel multiplier (1.0 for the ImageNet checkpoint); channel counts are rounded to
     /// multiples of 8 as torchvision does.
@@ -86,6 +86,8 @@ const STAGES: [(usize, usize, usize); 7] = [
     (6, 160, 2),
     (6, 320, 1),
 ];
+
+impl burn::config::Config for MobileNetV2Config {}
 
 impl Default for MobileNetV2Config {
     /// The ImageNet model: width 1.0, stage depths 1, 2, 3, 4, 3, 3, 1 (17 blocks).

@@ -2,7 +2,7 @@
 //! `models`, on by default).
 //!
 //! Each loads its original checkpoint through [`import`](crate::import) with the key rules
-//! it ships (no hand-written map), is a [`Backbone`](crate::Backbone) or
+//! it ships (no hand-written map), is a [`Backbone`](crate::backbone::Backbone) or
 //! [`SequenceBackbone`](crate::head::SequenceBackbone), and has smaller configurations for
 //! students:
 //!

@@ -10,13 +10,12 @@
 use super::WithLinearHead;
 use super::conv_bn::{Activation, ConvSpec, conv, global_avg_pool};
 use crate::backbone::Backbone;
-use crate::conv::GemmConv2d;
 use crate::error::{Result, TransferError};
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
-use crate::pool::MaxPool2d;
 use burn::module::Module;
-use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use std::path::Path;
@@ -26,7 +25,7 @@ use std::path::Path;
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
     /// 1×1 strided convolution.
-    pub conv: GemmConv2d<B>,
+    pub conv: Conv2d<B>,
     /// Its batch norm.
     pub bn: BatchNorm<B>,
 }
@@ -36,15 +35,15 @@ pub struct Downsample<B: Backend> {
 #[derive(Module, Debug)]
 pub struct ResidualBlock<B: Backend> {
     /// First convolution (3×3 basic, 1×1 bottleneck).
-    pub conv1: GemmConv2d<B>,
+    pub conv1: Conv2d<B>,
     /// Its batch norm.
     pub bn1: BatchNorm<B>,
     /// Second convolution (3×3, carries the stride, as torchvision's v1.5).
-    pub conv2: GemmConv2d<B>,
+    pub conv2: Conv2d<B>,
     /// Its batch norm.
     pub bn2: BatchNorm<B>,
     /// Bottleneck's 1×1 expansion.
-    pub conv3: Option<GemmConv2d<B>>,
+    pub conv3: Option<Conv2d<B>>,
     /// Its batch norm.
     pub bn3: Option<BatchNorm<B>>,
     /// Shortcut projection when the shape changes.
@@ -92,21 +91,24 @@ impl<B: Backend> ResidualBlock<B> {
     /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let relu = Activation::Relu;
-        let y = relu.apply(self.bn1.forward(self.conv1.forward(x.clone())));
-        let mut y = self.bn2.forward(self.conv2.forward(y));
+        let y = relu.apply(
+            self.bn1
+                .forward(crate::kernels::conv2d(&self.conv1, x.clone())),
+        );
+        let mut y = self.bn2.forward(crate::kernels::conv2d(&self.conv2, y));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(conv3.forward(relu.apply(y)));
+            y = bn3.forward(crate::kernels::conv2d(&conv3, relu.apply(y)));
         }
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x)),
+            Some(d) => d.bn.forward(crate::kernels::conv2d(&d.conv, x)),
             None => x,
         };
         relu.apply(y + shortcut)
     }
 }
 
-/// Depth, block type and width of a ResNet.
-#[derive(Debug, Clone, PartialEq)]
+/// Depth, block type and width of a ResNet; a burn [`Config`](burn::config::Config).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {
     /// Blocks in `layer1` … `layer4`.
     pub layers: [usize; 4],
@@ -116,6 +118,8 @@ pub struct ResNetConfig {
     /// doubles it.
     pub base_width: usize,
 }
+
+impl burn::config::Config for ResNetConfig {}
 
 impl ResNetConfig {
     /// ResNet-18: basic blocks 2, 2, 2, 2; 512 features.
@@ -172,7 +176,7 @@ impl ResNetConfig {
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
     /// 7×7 stride-2 stem convolution.
-    pub conv1: GemmConv2d<B>,
+    pub conv1: Conv2d<B>,
     /// Its batch norm.
     pub bn1: BatchNorm<B>,
     /// Stage 1 (stride 1 after the max pool).
@@ -224,11 +228,10 @@ impl<B: Backend> ResNet<B> {
             layer2,
             layer3,
             layer4,
-            pool: MaxPool2d::new(
-                &MaxPool2dConfig::new([3, 3])
-                    .with_strides([2, 2])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
-            ),
+            pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
             feature_dim: config.feature_dim(),
         };
         crate::freeze::materialize(&model);
@@ -245,8 +248,11 @@ impl<B: Backend> ResNet<B> {
     /// The output of each stage (`layer1` … `layer4`, strides 4, 8, 16, 32): what
     /// attention transfer and FitNets hints compare between a teacher and a student.
     pub fn stage_maps(&self, images: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
-        let x = Activation::Relu.apply(self.bn1.forward(self.conv1.forward(images)));
-        let mut x = self.pool.forward(x);
+        let x = Activation::Relu.apply(
+            self.bn1
+                .forward(crate::kernels::conv2d(&self.conv1, images)),
+        );
+        let mut x = crate::kernels::max_pool2d(&self.pool, x);
         let mut maps = Vec::with_capacity(4);
         for stage in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             x = stage.iter().fold(x, |x, block| block.forward(x));

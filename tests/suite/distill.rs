@@ -90,8 +90,8 @@ fn distillation_logs_each_term_and_moves_the_student_toward_the_teacher() {
     let distiller = Distiller::new(
         t,
         DistillLossConfig::new()
-            .temperature(2.0)
-            .alpha(1.0)
+            .with_temperature(2.0)
+            .with_alpha(1.0)
             .with_mse(0.1),
         quiet_tuner(8),
     )
@@ -149,7 +149,7 @@ fn unlabelled_distillation_child() {
     let valid = batches::<Inner>(1, 16, 8, 4);
     let distiller = Distiller::new(
         teacher(),
-        DistillLossConfig::new().temperature(2.0),
+        DistillLossConfig::new().with_temperature(2.0),
         quiet_tuner(20),
     )
     .unwrap();
@@ -177,13 +177,16 @@ fn unlabelled_distillation_child() {
 fn bad_distillation_settings_are_errors() {
     let tuner = quiet_tuner(1);
     for (cfg, word) in [
-        (DistillLossConfig::new().temperature(0.0), "temperature"),
         (
-            DistillLossConfig::new().temperature(f64::NAN),
+            DistillLossConfig::new().with_temperature(0.0),
             "temperature",
         ),
-        (DistillLossConfig::new().alpha(1.5), "alpha"),
-        (DistillLossConfig::new().alpha(-0.1), "alpha"),
+        (
+            DistillLossConfig::new().with_temperature(f64::NAN),
+            "temperature",
+        ),
+        (DistillLossConfig::new().with_alpha(1.5), "alpha"),
+        (DistillLossConfig::new().with_alpha(-0.1), "alpha"),
     ] {
         let err = Distiller::new(teacher(), cfg, tuner.clone()).err().unwrap();
         assert!(err.to_string().contains(word), "{err}");
@@ -242,7 +245,7 @@ fn loss_terms_refuse_missing_or_mismatched_inputs() {
 fn token_kd_ignores_padding() {
     let d = device();
     let kd = DistillLossConfig::new()
-        .temperature(1.0)
+        .with_temperature(1.0)
         .init::<Inner>(&d)
         .unwrap();
     let s = Tensor::<Inner, 3>::from_floats([[[1.0, 0.0], [5.0, -5.0]]], &d);

@@ -132,8 +132,8 @@ fn early_stopping_stops_at_the_expected_epoch() {
     let outcome = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(10))
         .early_stopping(
             EarlyStopping::new(Monitor::ValidAccuracy)
-                .patience(2)
-                .min_delta(1.0),
+                .with_patience(2)
+                .with_min_delta(1.0),
         )
         .fit(mlp_model(), &train, &valid)
         .unwrap();
@@ -309,8 +309,8 @@ fn the_best_model_keeps_its_own_batchnorm_statistics() {
     let outcome = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(3))
         .early_stopping(
             EarlyStopping::new(Monitor::ValidAccuracy)
-                .patience(5)
-                .min_delta(1.0),
+                .with_patience(5)
+                .with_min_delta(1.0),
         )
         .fit(
             model,

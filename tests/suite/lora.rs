@@ -207,49 +207,6 @@ fn conv2d_and_embedding_weights_get_the_right_update() {
         .assert_approx_eq::<f32>(&want_emb.into_data(), Default::default());
 }
 
-#[derive(Module, Debug)]
-struct GemmNet<B: Backend> {
-    conv: burn_transfer::conv::GemmConv2d<B>,
-}
-
-/// The built-in CNNs hold `GemmConv2d`s: LoRA adapts them as it adapts burn's `Conv2d`, and
-/// the adapted layer computes with the merged weight.
-#[test]
-fn lora_adapts_this_crates_convolution() {
-    let d = device();
-    let conv = Conv2dConfig::new([2, 4], [3, 3]).init::<B>(&d);
-    let net = GemmNet {
-        conv: burn_transfer::conv::GemmConv2d::from_conv2d(conv),
-    };
-    let w = net.conv.weight.val();
-    let mut l = LoraModel::new(net, "a", LoraConfig::new(2, 4.0, ["conv"])).unwrap();
-    let fans: Vec<_> = l.adapters[0].targets().iter().map(|t| t.fans()).collect();
-    assert_eq!(fans, [(2 * 9, 4)]);
-    let ones = Tensor::ones(l.adapters[0].weights[0].lora_b.val().dims(), &d);
-    l.adapters[0].weights[0].lora_b = Param::from_tensor(ones);
-    let (a, b) = (
-        l.adapters[0].weights[0].lora_a.val(),
-        l.adapters[0].weights[0].lora_b.val(),
-    );
-    let merged = w + b.matmul(a).mul_scalar(2.0).reshape([4, 2, 3, 3]);
-    let eff = l.effective();
-    eff.conv
-        .weight
-        .val()
-        .into_data()
-        .assert_approx_eq::<f32>(&merged.clone().into_data(), Default::default());
-    let x = Tensor::<B, 4>::ones([1, 2, 5, 5], &d);
-    // burn's convolution with the merged weight and the same bias.
-    let reference = Conv2d {
-        weight: Param::from_tensor(merged.detach()),
-        ..eff.conv.to_conv2d()
-    };
-    eff.conv
-        .forward(x.clone())
-        .into_data()
-        .assert_approx_eq::<f32>(&reference.forward(x).into_data(), Default::default());
-}
-
 #[test]
 fn adapter_files_reload_bitwise_and_refuse_another_base() {
     let dir = tempfile::tempdir().unwrap();

@@ -93,8 +93,8 @@ fn alpha_mix_and_its_gradient_match_pytorch() {
             (Some(temp), Some(alpha))
         );
         let loss = DistillLossConfig::new()
-            .temperature(temp)
-            .alpha(alpha)
+            .with_temperature(temp)
+            .with_alpha(alpha)
             .init::<B>(&device())
             .unwrap();
         let s = matrix::<B>(&inp["student_logits"]).require_grad();

@@ -6,7 +6,8 @@ use crate::common::{B, Batch, batch, batches, device, quiet, values};
 use burn::backend::NdArray;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn_transfer::checkpoint::{RESUME_FILE, load_model, save_model};
+use burn_transfer::checkpoint::{load_model, save_model};
+use burn_transfer::finetune::RESUME_FILE;
 use burn_transfer::prelude::*;
 use std::cell::Cell;
 

@@ -1,13 +1,15 @@
 //! BERT's hyper-parameters, read from a Hugging Face `config.json` or built in code.
 
 use crate::error::{Result, TransferError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The shape of a BERT encoder. Field names follow Hugging Face's `config.json`, so the file
 /// that ships with a checkpoint loads as is ([`BertConfig::from_json_file`]); fields it lacks
 /// take BERT's defaults.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// A burn [`Config`](burn::config::Config): `save` writes the same `config.json` fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BertConfig {
     /// Size of the token vocabulary.
@@ -37,6 +39,8 @@ pub struct BertConfig {
     /// `None` (the default, and what checkpoints hold) builds none.
     pub adapter_size: Option<usize>,
 }
+
+impl burn::config::Config for BertConfig {}
 
 impl Default for BertConfig {
     /// BERT-base (uncased): 12 layers, hidden 768, 12 heads.

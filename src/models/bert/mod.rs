@@ -99,7 +99,7 @@ impl<B: Backend> BertInput<B> {
     }
 }
 
-/// Lets a [`Frozen`](crate::Frozen) BERT run on the inner backend (no autodiff graph).
+/// Lets a [`Frozen`](crate::freeze::Frozen) BERT run on the inner backend (no autodiff graph).
 impl<B: AutodiffBackend> ToInner<B> for BertInput<B> {
     type Inner = BertInput<B::InnerBackend>;
 

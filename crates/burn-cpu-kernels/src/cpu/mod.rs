@@ -1,0 +1,13 @@
+//! What the kernels share: the CPU backends' tensors as plain memory, a safe strided GEMM,
+//! ReLU passes, one autodiff operation for a layer with a weight (convolution, linear), and
+//! compiling hot loops for the processor's vector instructions.
+//!
+//! The layers ([`crate::conv`], [`crate::linear`], [`crate::pool`]), the fused loss, the
+//! fused optimizer ([`crate::adamw`]) and the LoRA weight are built from these pieces.
+
+pub(crate) mod gemm;
+pub(crate) mod layer;
+pub(crate) mod relu;
+pub(crate) mod route;
+pub(crate) mod tensor;
+pub(crate) mod vector_isa;

@@ -1,0 +1,66 @@
+//! # burn-cpu-kernels
+//!
+//! Training on burn 0.21's CPU backends (ndarray, and Flex with feature `flex`) at the speed
+//! of the processor: the operations a training step spends its time in, each computing what
+//! burn's own operation computes (tested against it, values and gradients), with a backward
+//! pass of its own where burn's generic one is slow on the CPU.
+//!
+//! - [`conv`]: burn's `Conv2d` forward and backward as Winograd (3×3) or im2col + GEMM;
+//! - [`linear`]: burn's `Linear` as one GEMM per pass, bias and ReLU fused;
+//! - [`pool`]: burn's `MaxPool2d` with a backward pass that adds at the recorded maxima;
+//! - [`kd_ce`]: Hinton's distillation term and cross-entropy in one pass over the logits;
+//! - [`adamw`]: AdamW as one in-place pass per parameter, burn's state and results;
+//! - [`lora_weight`]: a LoRA target's weight `W0 + s·ΔW` as one GEMM, two thin GEMMs back;
+//! - [`threads`] and [`allocator`]: process settings that a training program makes once.
+//!
+//! Every function takes any `B: Backend`: the CPU backends are recognised by type at run
+//! time, and every other backend (wgpu, other element types) gets burn's own operation, so
+//! a model written with these functions runs everywhere. Nothing here knows about
+//! fine-tuning or distillation; `burn-transfer` builds on it.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::nn::LinearConfig;
+//! use burn::prelude::*;
+//! use burn_cpu_kernels::linear::linear_relu;
+//!
+//! type B = Autodiff<NdArray>;
+//! let device = Default::default();
+//! let layer = LinearConfig::new(8, 4).init::<B>(&device);
+//! let x = Tensor::<B, 2>::ones([2, 8], &device);
+//! let y = linear_relu(&layer, x.clone());
+//! let expected = burn::tensor::activation::relu(layer.forward(x));
+//! y.into_data().assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+//! ```
+#![deny(missing_docs)]
+
+pub mod adamw;
+pub mod allocator;
+pub mod conv;
+mod cpu;
+pub mod error;
+pub mod kd_ce;
+pub mod linear;
+pub mod lora_weight;
+pub mod pool;
+pub mod threads;
+
+pub use error::{KernelError, Result};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+
+/// Draws the values of every lazily initialised parameter of `module` now.
+///
+/// burn creates parameters lazily, and clones of a module whose parameters are not yet
+/// drawn each draw values of their own on first use; a layer shared between a reference
+/// and the operation under test must be materialised first.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
