@@ -97,7 +97,7 @@ impl<B: Backend> ResidualBlock<B> {
         );
         let mut y = self.bn2.forward(crate::kernels::conv2d(&self.conv2, y));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(crate::kernels::conv2d(&conv3, relu.apply(y)));
+            y = bn3.forward(crate::kernels::conv2d(conv3, relu.apply(y)));
         }
         let shortcut = match &self.downsample {
             Some(d) => d.bn.forward(crate::kernels::conv2d(&d.conv, x)),

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary so that burn is instantiated (and compiled) once.
 
 mod common;
+mod config;
 mod distill;
 mod errors;
 mod feature_cache;
