@@ -14,7 +14,7 @@ use burn::tensor::backend::AutodiffBackend;
 /// Implement it for your own network (a ResNet trunk, a BERT encoder with pooling, ...) and
 /// it composes with any [`Head`](crate::head::Head) in a
 /// [`TransferModel`](crate::head::TransferModel), with [`Freeze`](crate::freeze::Freeze) and
-/// with [`Frozen`](crate::freeze::Frozen).
+/// with [`Frozen`].
 pub trait Backbone<B: Backend>: Module<B> + ModuleDisplay {
     /// What the backbone reads (an image batch, token ids, ...).
     type Input: 'static;

@@ -145,7 +145,7 @@ pub enum TransferError {
 
     /// A strict import found anything but a clean one-to-one match of file and model.
     #[error(
-        "strict import of `{}` failed ({summary}):\n{problems}\nadd remapping rules (ImportOptions::remap), ignore keys that carry no weights (ImportOptions::ignore), or load without strict mode and read the report",
+        "strict import of `{}` failed ({summary}):\n{problems}\nadd remapping rules (ImportOptions::with_remap), ignore keys that carry no weights (ImportOptions::with_ignore), or load without strict mode and read the report",
         path.display()
     )]
     ImportNotClean {

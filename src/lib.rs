@@ -2,20 +2,27 @@
 //!
 //! Fine-tuning and knowledge distillation on [burn](https://burn.dev), on any backend.
 //!
-//! - [`freeze`]: freeze and unfreeze parameters by path on any module ([`Freeze`]), a
-//!   [`Frozen`] wrapper that cannot be trained, parameter summaries, gradual unfreezing;
-//! - [`backbone`] and [`head`]: the [`Backbone`] and [`Head`] traits, linear and MLP heads,
-//!   sequence pooling, and [`TransferModel`], a typed backbone + head pair;
-//! - [`finetune`]: [`FineTuner`], the training recipe (AdamW/SGD, schedules, per-group
-//!   learning rates, clipping, accumulation, validation, early stopping, checkpoints,
-//!   progress, history);
+//! - [`freeze`]: freeze and unfreeze parameters by path on any module
+//!   ([`Freeze`](freeze::Freeze)), a [`Frozen`](freeze::Frozen) wrapper that cannot be
+//!   trained, parameter summaries, gradual unfreezing;
+//! - [`backbone`], [`head`] and [`task`]: the [`Backbone`](backbone::Backbone) and
+//!   [`Head`](head::Head) traits, linear and MLP heads, sequence pooling,
+//!   [`TransferModel`](head::TransferModel) (a typed backbone + head pair), and the contracts
+//!   between models, data and the training loop;
+//! - [`finetune`]: [`FineTuner`](finetune::FineTuner), the training recipe (AdamW/SGD,
+//!   schedules, per-group learning rates, clipping, accumulation, validation, early stopping,
+//!   checkpoints, exact resume, history);
+//! - [`distill`] and [`loss`]: a [`Distiller`](distill::Distiller) whose teacher cannot be
+//!   trained, and the distillation losses;
+//! - [`adapter`]: LoRA and bottleneck adapters, PEFT's file format;
 //! - [`checkpoint`]: atomic saving and loading of weights;
 //! - [`import`]: loading PyTorch / safetensors checkpoints, with a report and strict mode;
 //! - `models` (feature `models`, on by default): BERT/MiniLM, MobileNetV2 and ResNet with
 //!   PyTorch's parameter names, loading the original checkpoints;
 //! - [`kernels`]: the CPU kernels (feature `cpu-kernels`, on by default) that train burn's
 //!   layers fast on ndarray and Flex, and the two process settings for CPU training;
-//! - [`learner`]: running a [`TransferModel`] inside burn-train's `Learner`.
+//! - [`learner`]: running a [`TransferModel`](head::TransferModel) inside burn-train's
+//!   `Learner`.
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// LoRA hyper-parameters (PEFT's `LoraConfig`); a burn
-/// [`Config`](burn::config::Config), saved and loaded as JSON.
+/// `Config`, saved and loaded as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     /// Rank `r` of the update.

@@ -59,7 +59,8 @@ pub fn save_trainable<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Resul
 /// model does not have, or of another shape, is an error naming it (the delta belongs to
 /// another architecture); so is an unreadable file.
 pub fn load_trainable<B: Backend, M: Module<B>>(base: M, path: &Path) -> Result<M> {
-    let (model, report) = import_weights(base, path, &ImportOptions::new().layout(Layout::Burn))?;
+    let (model, report) =
+        import_weights(base, path, &ImportOptions::new().with_layout(Layout::Burn))?;
     if !report.unexpected.is_empty()
         || !report.mismatched.is_empty()
         || !report.unreadable.is_empty()

@@ -48,7 +48,7 @@ use burn::tensor::backend::AutodiffBackend;
 use core::marker::PhantomData;
 use std::path::PathBuf;
 
-/// Fine-tunes a [`Classifier`] on an autodiff backend: optimizer, learning-rate schedule and
+/// Fine-tunes a [`Classifier`](crate::task::Classifier) on an autodiff backend: optimizer, learning-rate schedule and
 /// groups, clipping, accumulation, validation, early stopping, checkpoints, progress and
 /// history. Configure with the builder methods, then call [`FineTuner::fit`] (or
 /// [`FineTuner::session`] to drive the steps yourself).
@@ -57,7 +57,7 @@ use std::path::PathBuf;
 /// (full fine-tuning; give a new head its own group at ~1e-3), constant schedule, 3 epochs,
 /// best epoch by validation loss.
 ///
-/// A burn [`Config`](burn::config::Config): with a [`checkpoint_dir`](Self::checkpoint_dir),
+/// A burn `Config`: with a [`checkpoint_dir`](Self::checkpoint_dir),
 /// every run writes it to [`RUN_CONFIG_FILE`] in that folder, and
 /// [`FineTuner::from_run_dir`] rebuilds the same trainer from there.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -11,7 +11,7 @@
 //! - float tensors of another precision (f16, bf16, f64) are converted to the model's float
 //!   type; an integer tensor where the model has a float parameter is reported, not loaded;
 //! - an [`ImportReport`] says what was loaded, missing, unexpected, of the wrong shape or
-//!   unreadable, and [`ImportOptions::strict`] makes anything but a clean load an error that
+//!   unreadable, and [`ImportOptions::with_strict`] makes anything but a clean load an error that
 //!   names the keys;
 //! - a corrupt or truncated file is an error, never a panic.
 //!
@@ -23,9 +23,9 @@
 //! let device = Default::default();
 //! let model = MlpBackbone::<NdArray>::new(&[784, 128, 64], &device)?;
 //! let options = ImportOptions::new()
-//!     .remap(r"^net\.(\d+)\.", "layers.$1.")? // the file's `net.0.weight` → `layers.0.weight`
-//!     .ignore(r"num_batches_tracked$")?
-//!     .strict(true);
+//!     .with_remap(r"^net\.(\d+)\.", "layers.$1.")? // the file's `net.0.weight` → `layers.0.weight`
+//!     .with_ignore(r"num_batches_tracked$")?
+//!     .with_strict(true);
 //! let (model, report) = import_weights(model, "mlp.pth", &options)?;
 //! println!("{report}");
 //! # Ok::<(), burn_transfer::TransferError>(())
@@ -50,7 +50,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 /// How the tensors in a file are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Layout {
     /// PyTorch's: Linear weights `[out, in]`, norms with `weight`/`bias`. The default.
     #[default]
@@ -69,15 +69,27 @@ pub enum WeightFormat {
     PyTorch,
 }
 
-/// What to load and how; see the [module documentation](self).
-#[derive(Debug, Clone, Default)]
+/// What to load and how; see the [module documentation](self). A burn
+/// `Config`: `save` / `load` as JSON.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportOptions {
-    remaps: Vec<(String, String)>,
+    remaps: Vec<KeyRemap>,
     ignore: Vec<String>,
     only: Vec<Selector>,
     strict: bool,
     top_level_key: Option<String>,
     layout: Layout,
+}
+
+impl burn::config::Config for ImportOptions {}
+
+/// One key-renaming rule of [`ImportOptions::with_remap`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRemap {
+    /// Regular expression over the file's keys.
+    pub from: String,
+    /// Replacement (`$1`, `$2`… refer to capture groups).
+    pub to: String,
 }
 
 impl ImportOptions {
@@ -89,16 +101,19 @@ impl ImportOptions {
     /// Renames file keys matching the regular expression `from` to `to` (`$1`, `$2`… refer
     /// to capture groups) before they are matched to the model's parameter paths. Rules apply
     /// in the order given, each to the result of the previous ones.
-    pub fn remap(mut self, from: &str, to: &str) -> Result<Self> {
+    pub fn with_remap(mut self, from: &str, to: &str) -> Result<Self> {
         check_regex(from)?;
-        self.remaps.push((from.to_string(), to.to_string()));
+        self.remaps.push(KeyRemap {
+            from: from.to_string(),
+            to: to.to_string(),
+        });
         Ok(self)
     }
 
     /// Drops file keys (after remapping) that match the regular expression, e.g. buffers
     /// that carry no weights (`num_batches_tracked`, `position_ids`). They are listed in
     /// [`ImportReport::ignored`] and never count as unexpected.
-    pub fn ignore(mut self, pattern: &str) -> Result<Self> {
+    pub fn with_ignore(mut self, pattern: &str) -> Result<Self> {
         check_regex(pattern)?;
         self.ignore.push(pattern.to_string());
         Ok(self)
@@ -108,26 +123,26 @@ impl ImportOptions {
     /// as in [`Freeze`](crate::freeze::Freeze)); may be given several times. The others keep their
     /// values and are listed in [`ImportReport::not_selected`]. Without it, every parameter
     /// is a candidate.
-    pub fn only(mut self, selector: impl IntoSelector) -> Result<Self> {
+    pub fn with_only(mut self, selector: impl IntoSelector) -> Result<Self> {
         self.only.push(selector.into_selector()?);
         Ok(self)
     }
 
     /// In strict mode a load that is not clean (missing, unexpected, mismatched or
     /// unreadable tensors) is an error naming the keys, and the model is not returned.
-    pub fn strict(mut self, strict: bool) -> Self {
+    pub fn with_strict(mut self, strict: bool) -> Self {
         self.strict = strict;
         self
     }
 
     /// For `.pth` files that wrap the weights in a dictionary, e.g. `{"state_dict": …}`.
-    pub fn top_level_key(mut self, key: &str) -> Self {
+    pub fn with_top_level_key(mut self, key: &str) -> Self {
         self.top_level_key = Some(key.to_string());
         self
     }
 
     /// The file's layout ([`Layout::PyTorch`] unless said otherwise).
-    pub fn layout(mut self, layout: Layout) -> Self {
+    pub fn with_layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
         self
     }
@@ -224,8 +239,14 @@ fn read_snapshots(
         ));
     }
     let format = detect_format(path)?;
-    let remapper = KeyRemapper::from_patterns(options.remaps.clone())
-        .map_err(|e| weight_file_error(path, format!("bad remapping rule: {e}")))?;
+    let remapper = KeyRemapper::from_patterns(
+        options
+            .remaps
+            .iter()
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| weight_file_error(path, format!("bad remapping rule: {e}")))?;
     let read = || -> std::result::Result<BTreeMap<String, TensorSnapshot>, String> {
         match format {
             WeightFormat::Safetensors => {
@@ -487,7 +508,7 @@ mod tests {
 
     #[test]
     fn bad_regex_is_an_error_naming_it() {
-        let err = ImportOptions::new().remap("(", "x").unwrap_err();
+        let err = ImportOptions::new().with_remap("(", "x").unwrap_err();
         assert!(err.to_string().contains("`(`"), "{err}");
     }
 }

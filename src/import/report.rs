@@ -31,9 +31,9 @@ pub struct ImportReport {
     pub mismatched: Vec<ShapeMismatch>,
     /// Tensors that could not be read or converted, with the reason.
     pub unreadable: Vec<(String, String)>,
-    /// Model parameters left out on purpose by [`ImportOptions::only`](super::ImportOptions::only).
+    /// Model parameters left out on purpose by [`ImportOptions::with_only`](super::ImportOptions::with_only).
     pub not_selected: Vec<String>,
-    /// File keys dropped by [`ImportOptions::ignore`](super::ImportOptions::ignore).
+    /// File keys dropped by [`ImportOptions::with_ignore`](super::ImportOptions::with_ignore).
     pub ignored: Vec<String>,
     /// File tensors converted to the model's float type (e.g. f16 → f32), with the source type.
     pub converted: Vec<(String, String)>,

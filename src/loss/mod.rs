@@ -56,7 +56,7 @@ pub struct HintConfig {
 /// The logit part is `α·KD + (1-α)·CE` when labels are given and `KD` alone when they are
 /// not (soft targets only). The other terms are added with their own weights.
 ///
-/// A burn [`Config`](burn::config::Config): `save` / `load` write and read it as JSON.
+/// A burn `Config`: `save` / `load` write and read it as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DistillLossConfig {
     /// Softmax temperature `T` (default 4).

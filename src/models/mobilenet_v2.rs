@@ -65,7 +65,7 @@ impl<B: Backend> InvertedResidual<B> {
     }
 }
 
-/// The width and depth of a MobileNetV2; a burn [`Config`](burn::config::Config).
+/// The width and depth of a MobileNetV2; a burn `Config`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MobileNetV2Config {
     /// Channel multiplier (1.0 for the ImageNet checkpoint); channel counts are rounded to
@@ -218,7 +218,7 @@ impl<B: Backend> MobileNetV2<B> {
         import_weights(
             model,
             path,
-            &mobilenet_v2_import_options(&MobileNetV2Config::default())?.strict(true),
+            &mobilenet_v2_import_options(&MobileNetV2Config::default())?.with_strict(true),
         )
     }
 }
@@ -242,18 +242,18 @@ impl<B: Backend> Backbone<B> for MobileNetV2<B> {
 pub fn mobilenet_v2_import_options(config: &MobileNetV2Config) -> Result<ImportOptions> {
     let blocks: usize = config.stage_depths.iter().sum();
     let mut options = ImportOptions::new()
-        .remap(r"^features\.0\.0\.", "backbone.stem.conv.")?
-        .remap(r"^features\.0\.1\.", "backbone.stem.bn.")?
-        .remap(
+        .with_remap(r"^features\.0\.0\.", "backbone.stem.conv.")?
+        .with_remap(r"^features\.0\.1\.", "backbone.stem.bn.")?
+        .with_remap(
             &format!(r"^features\.{}\.0\.", blocks + 1),
             "backbone.last.conv.",
         )?
-        .remap(
+        .with_remap(
             &format!(r"^features\.{}\.1\.", blocks + 1),
             "backbone.last.bn.",
         )?
-        .remap(r"^classifier\.1\.", "head.linear.")?
-        .ignore(r"num_batches_tracked$")?;
+        .with_remap(r"^classifier\.1\.", "head.linear.")?
+        .with_ignore(r"num_batches_tracked$")?;
     for b in 0..blocks {
         let from = format!(r"^features\.{}\.conv\.", b + 1);
         let to = format!("backbone.blocks.{b}.");
@@ -276,7 +276,7 @@ pub fn mobilenet_v2_import_options(config: &MobileNetV2Config) -> Result<ImportO
             ]
         };
         for (suffix, target) in parts {
-            options = options.remap(&format!("{from}{suffix}"), &format!("{to}{target}"))?;
+            options = options.with_remap(&format!("{from}{suffix}"), &format!("{to}{target}"))?;
         }
     }
     Ok(options)

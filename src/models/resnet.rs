@@ -107,7 +107,7 @@ impl<B: Backend> ResidualBlock<B> {
     }
 }
 
-/// Depth, block type and width of a ResNet; a burn [`Config`](burn::config::Config).
+/// Depth, block type and width of a ResNet; a burn `Config`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {
     /// Blocks in `layer1` … `layer4`.
@@ -271,7 +271,7 @@ impl<B: Backend> ResNet<B> {
     ) -> Result<(WithLinearHead<B, Self>, ImportReport)> {
         let model =
             TransferModel::with_linear_head(Self::new(config, device)?, num_classes, device)?;
-        import_weights(model, path, &resnet_import_options()?.strict(true))
+        import_weights(model, path, &resnet_import_options()?.with_strict(true))
     }
 }
 
@@ -292,9 +292,9 @@ impl<B: Backend> Backbone<B> for ResNet<B> {
 /// `downsample.{conv,bn}`; `num_batches_tracked` ignored.
 pub fn resnet_import_options() -> Result<ImportOptions> {
     ImportOptions::new()
-        .remap(r"^fc\.", "head.linear.")?
-        .remap(r"^(conv1|bn1|layer[1-4])\.", "backbone.$1.")?
-        .remap(r"\.downsample\.0\.", ".downsample.conv.")?
-        .remap(r"\.downsample\.1\.", ".downsample.bn.")?
-        .ignore(r"num_batches_tracked$")
+        .with_remap(r"^fc\.", "head.linear.")?
+        .with_remap(r"^(conv1|bn1|layer[1-4])\.", "backbone.$1.")?
+        .with_remap(r"\.downsample\.0\.", ".downsample.conv.")?
+        .with_remap(r"\.downsample\.1\.", ".downsample.bn.")?
+        .with_ignore(r"num_batches_tracked$")
 }

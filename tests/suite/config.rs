@@ -60,6 +60,31 @@ fn every_configuration_saves_and_loads_as_burn_config() {
 }
 
 #[test]
+fn import_options_save_and_load_with_their_rules() {
+    let options = ImportOptions::new()
+        .with_remap(r"^net\.(\d+)\.", "layers.$1.")
+        .unwrap()
+        .with_ignore("num_batches_tracked$")
+        .unwrap()
+        .with_only("layers.0")
+        .unwrap()
+        .with_strict(true)
+        .with_top_level_key("state_dict");
+    let dir = tempfile::tempdir().unwrap();
+    options.save(dir.path().join("import.json")).unwrap();
+    let loaded = ImportOptions::load(dir.path().join("import.json")).unwrap();
+    assert_eq!(
+        serde_json::to_value(&loaded).unwrap(),
+        serde_json::to_value(&options).unwrap()
+    );
+    let json = serde_json::to_string(&options).unwrap();
+    assert!(
+        json.contains("\"from\""),
+        "rules are named, not tuples: {json}"
+    );
+}
+
+#[test]
 fn selectors_load_as_written_and_a_bad_pattern_is_an_error() {
     let selector = Selector::globs(["backbone.*", "*.bias"]).unwrap();
     let json = serde_json::to_string(&selector).unwrap();

@@ -47,7 +47,7 @@ fn pytorch_layout_round_trip_is_bitwise_and_clean() {
     assert_eq!(w0.shape, vec![4, 3]);
 
     let (loaded, report) =
-        import_weights(net(), &path, &ImportOptions::new().strict(true)).unwrap();
+        import_weights(net(), &path, &ImportOptions::new().with_strict(true)).unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.loaded.len(), 4);
     let a = original.features(input()).into_data();
@@ -81,9 +81,9 @@ fn remapping_partial_loading_and_the_report() {
         ],
     );
     let options = ImportOptions::new()
-        .remap(r"^net\.", "layers.")
+        .with_remap(r"^net\.", "layers.")
         .unwrap()
-        .ignore("num_batches_tracked$")
+        .with_ignore("num_batches_tracked$")
         .unwrap();
     let before = net();
     let second_layer_before = before.layers[1].weight.val().into_data();
@@ -109,7 +109,7 @@ fn remapping_partial_loading_and_the_report() {
     );
 
     // Strict mode: the same load is an error naming the keys.
-    let err = import_weights(net(), &path, &options.clone().strict(true))
+    let err = import_weights(net(), &path, &options.clone().with_strict(true))
         .unwrap_err()
         .to_string();
     for key in ["layers.1.weight", "layers.1.bias", "extra.weight"] {
@@ -117,14 +117,18 @@ fn remapping_partial_loading_and_the_report() {
     }
 
     // `only` loads a subset and lists the rest as not selected, without counting them missing.
-    let (_, report) =
-        import_weights(net(), &path, &options.clone().only("layers.0").unwrap()).unwrap();
+    let (_, report) = import_weights(
+        net(),
+        &path,
+        &options.clone().with_only("layers.0").unwrap(),
+    )
+    .unwrap();
     assert_eq!(report.loaded.len(), 2);
     assert!(report.missing.is_empty(), "{report}");
     assert_eq!(report.not_selected.len(), 2);
     // A selector that matches nothing is an error, as everywhere.
-    assert!(ImportOptions::new().only("nope").is_ok());
-    assert!(import_weights(net(), &path, &options.only("nope").unwrap()).is_err());
+    assert!(ImportOptions::new().with_only("nope").is_ok());
+    assert!(import_weights(net(), &path, &options.with_only("nope").unwrap()).is_err());
 }
 
 #[test]
@@ -165,7 +169,7 @@ fn shape_and_dtype_problems_are_reported_and_half_precision_is_converted() {
     let bias = model.layers[0].bias.as_ref().unwrap().val().into_data();
     assert_eq!(bias.to_vec::<f32>().unwrap(), vec![0.5, -1.0, 2.0, 0.25]);
     assert_eq!(bias.dtype, burn::tensor::DType::F32);
-    let err = import_weights(net(), &path, &ImportOptions::new().strict(true))
+    let err = import_weights(net(), &path, &ImportOptions::new().with_strict(true))
         .unwrap_err()
         .to_string();
     assert!(
@@ -213,7 +217,7 @@ fn missing_and_corrupt_files_are_errors_not_panics() {
     ];
     for cut in cuts {
         std::fs::write(&broken, &good[..cut]).unwrap();
-        let result = import_weights(net(), &broken, &ImportOptions::new().strict(true));
+        let result = import_weights(net(), &broken, &ImportOptions::new().with_strict(true));
         assert!(result.is_err(), "truncated at {cut} must be an error");
     }
     for offset in [0, 3, 9, 15, 8 + header_len / 3, 8 + header_len - 2] {
@@ -241,11 +245,11 @@ fn zip_format_pth_loads_with_pytorch_layout() {
     // Written by scripts/make_zip_pth.py in torch.save's zip format (see its header).
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_zip.pth");
     let options = ImportOptions::new()
-        .remap(r"^net\.0\.", "layers.0.")
+        .with_remap(r"^net\.0\.", "layers.0.")
         .unwrap()
-        .remap(r"^net\.2\.", "layers.1.")
+        .with_remap(r"^net\.2\.", "layers.1.")
         .unwrap()
-        .strict(true);
+        .with_strict(true);
     let (model, report) = import_weights(net(), &path, &options).unwrap();
     assert_eq!(report.loaded.len(), 4, "{report}");
     let get = |t: Tensor<Inner, 2>| t.into_data().to_vec::<f32>().unwrap();

@@ -299,8 +299,12 @@ fn bert_checkpoint_keys_and_students() {
         .collect();
     write_raw(&hf, &refs);
     let fresh = Bert::<Inner>::new(&config, &d).unwrap();
-    let (loaded, report) =
-        import_weights(fresh, &hf, &bert_import_options().unwrap().strict(true)).unwrap();
+    let (loaded, report) = import_weights(
+        fresh,
+        &hf,
+        &bert_import_options().unwrap().with_strict(true),
+    )
+    .unwrap();
     assert!(report.is_clean(), "{report}");
     let ids = Tensor::<Inner, 2, Int>::from_ints([[101, 7, 9, 102]], &d);
     let input = burn_transfer::models::BertInput::new(ids);
@@ -389,7 +393,7 @@ fn corrupt_pth_files_are_errors_never_panics() {
         std::fs::write(&broken, &good[..cut]).unwrap();
         let body = MobileNetV2::<Inner>::new(&MobileNetV2Config::default(), &d).unwrap();
         let model = TransferModel::with_linear_head(body, 1000, &d).unwrap();
-        let result = import_weights(model, &broken, &options().strict(true));
+        let result = import_weights(model, &broken, &options().with_strict(true));
         assert!(result.is_err(), "truncated at {cut} must be an error");
     }
     for offset in [0, 2, 40, 300, 2_000] {

@@ -8,7 +8,7 @@ use std::path::Path;
 /// that ships with a checkpoint loads as is ([`BertConfig::from_json_file`]); fields it lacks
 /// take BERT's defaults.
 ///
-/// A burn [`Config`](burn::config::Config): `save` writes the same `config.json` fields.
+/// A burn `Config`: `save` writes the same `config.json` fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BertConfig {

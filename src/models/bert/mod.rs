@@ -155,7 +155,7 @@ impl<B: Backend> Bert<B> {
         import_weights(
             model,
             dir.join("model.safetensors"),
-            &bert_import_options()?.strict(true),
+            &bert_import_options()?.with_strict(true),
         )
     }
 
@@ -256,10 +256,10 @@ impl<B: Backend> Bert<B> {
 /// ignored.
 pub fn bert_import_options() -> Result<ImportOptions> {
     ImportOptions::new()
-        .remap(r"^bert\.", "")?
-        .remap(r"\.LayerNorm\.", ".layer_norm.")?
-        .remap(r"\.attention\.self\.", ".attention.self_attention.")?
-        .ignore(r"position_ids$")
+        .with_remap(r"^bert\.", "")?
+        .with_remap(r"\.LayerNorm\.", ".layer_norm.")?
+        .with_remap(r"\.attention\.self\.", ".attention.self_attention.")?
+        .with_ignore(r"position_ids$")
 }
 
 impl<B: Backend> SequenceBackbone<B> for Bert<B> {

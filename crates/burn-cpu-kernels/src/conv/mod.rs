@@ -21,7 +21,7 @@
 //!   product (its backward is a GEMM and a scatter-add); without, the backend's own
 //!   convolution.
 //!
-//! The backend is a type; the check happens at run time (see [`crate::cpu`]), so these
+//! The backend is a type; the check happens at run time (by type, in the private `cpu` module), so these
 //! functions take any `B: Backend` and use the fast path where there is one.
 
 mod im2col;
