@@ -24,6 +24,13 @@ pub trait Backbone<B: Backend>: Module<B> + ModuleDisplay {
 
     /// Width of the feature vector: the input width a head must have.
     fn feature_dim(&self) -> usize;
+
+    /// Checks that `input` has a shape this backbone takes, before any computation, with a
+    /// message that names what differs. The default accepts everything.
+    fn check_input(&self, input: &Self::Input) -> Result<()> {
+        let _ = input;
+        Ok(())
+    }
 }
 
 /// A stack of `Linear` + ReLU layers: a small, fully connected backbone for tabular data and
@@ -97,6 +104,20 @@ impl<B: Backend> Backbone<B> for MlpBackbone<B> {
             .fold(input, |x, layer| crate::kernels::linear_relu(layer, x))
     }
 
+    fn check_input(&self, input: &Tensor<B, 2>) -> Result<()> {
+        let [rows, width] = input.dims();
+        let expected = self.layers.first().map_or(0, |l| l.weight.dims()[0]);
+        if rows == 0 {
+            return Err(TransferError::BatchShape("the inputs have no rows".into()));
+        }
+        if width != expected {
+            return Err(TransferError::BatchShape(format!(
+                "the inputs are [{rows}, {width}] but the backbone's first layer takes {expected} features; give each sample {expected} values"
+            )));
+        }
+        Ok(())
+    }
+
     fn feature_dim(&self) -> usize {
         self.layers
             .last()
@@ -122,5 +143,9 @@ where
 
     fn feature_dim(&self) -> usize {
         self.get().feature_dim()
+    }
+
+    fn check_input(&self, input: &Self::Input) -> Result<()> {
+        self.get().check_input(input)
     }
 }

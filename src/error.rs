@@ -92,6 +92,21 @@ pub enum TransferError {
         max: usize,
     },
 
+    /// A token label (token-level distillation) is not a vocabulary index.
+    #[error(
+        "token label {label} at row {row}, position {position} is out of range: the vocabulary has {vocab} entries; use -100 (loss::IGNORE_INDEX) for positions without a label, or mark them as padding"
+    )]
+    TokenLabelOutOfRange {
+        /// The offending label.
+        label: i64,
+        /// The sequence (row of the batch) that holds it.
+        row: usize,
+        /// Its position in the sequence.
+        position: usize,
+        /// The vocabulary size (logits per position).
+        vocab: usize,
+    },
+
     /// The loss became NaN or infinite; training was stopped.
     #[error(
         "the loss became {value} at epoch {epoch}, step {step}; training stopped and the best checkpoint was left as it was. Lower the learning rate, enable gradient clipping, or check the batch for NaN/Inf inputs"
@@ -103,6 +118,17 @@ pub enum TransferError {
         step: usize,
         /// The value that was seen.
         value: f32,
+    },
+
+    /// The validation loss was NaN or infinite; training was stopped.
+    #[error(
+        "the validation loss became {value} after epoch {epoch}; training stopped and the best checkpoint was left as it was. Check the validation data for NaN/Inf inputs, or lower the learning rate if the model diverged"
+    )]
+    NonFiniteValidLoss {
+        /// The epoch (1-based) whose validation gave it.
+        epoch: usize,
+        /// The value that was seen.
+        value: f64,
     },
 
     /// A batch's shapes do not fit together.
@@ -127,6 +153,18 @@ pub enum TransferError {
         /// The file concerned.
         path: PathBuf,
         /// What the recorder reported.
+        reason: String,
+    },
+
+    /// A file the crate wrote was changed afterwards: its checksum does not hold.
+    #[error(
+        "`{}` is damaged: {reason}. It changed after it was written (a flipped or lost byte, an interrupted copy); restore it from a copy, or delete it and save or train again",
+        path.display()
+    )]
+    DamagedFile {
+        /// The file concerned.
+        path: PathBuf,
+        /// What did not hold.
         reason: String,
     },
 

@@ -57,6 +57,7 @@ pub mod distill;
 pub mod error;
 pub mod finetune;
 pub mod freeze;
+mod guard;
 pub mod head;
 pub mod import;
 pub mod kernels;

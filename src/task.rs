@@ -18,6 +18,15 @@ pub trait Classifier<B: Backend>: Module<B> + ModuleDisplay {
     type Input: 'static;
     /// Class logits `[batch, classes]`.
     fn logits(&self, input: Self::Input) -> Tensor<B, 2>;
+
+    /// Checks that `input` has a shape this model takes, before any computation: the
+    /// training loop calls it on every batch and turns an error into one naming the batch.
+    /// The default accepts everything (a mismatch then surfaces from the forward pass, which
+    /// the loop also catches).
+    fn check_input(&self, input: &Self::Input) -> crate::Result<()> {
+        let _ = input;
+        Ok(())
+    }
 }
 
 impl<B: Backend, Bb: Backbone<B>, H: Head<B>> Classifier<B> for TransferModel<B, Bb, H> {
@@ -25,6 +34,10 @@ impl<B: Backend, Bb: Backbone<B>, H: Head<B>> Classifier<B> for TransferModel<B,
 
     fn logits(&self, input: Self::Input) -> Tensor<B, 2> {
         self.forward(input)
+    }
+
+    fn check_input(&self, input: &Self::Input) -> crate::Result<()> {
+        self.backbone.check_input(input)
     }
 }
 

@@ -16,6 +16,7 @@ use crate::checkpoint::pytorch::{
 };
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, ParamInfo};
+use crate::import::integrity::StampError;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -196,6 +197,16 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             path: weights_path.clone(),
             reason: format!("{why}; the adapter file is damaged or incomplete: save it again"),
         };
+        match crate::import::integrity::check_stamp_in_bytes(&bytes) {
+            Ok(_) => {}
+            Err(StampError::Mismatch) => {
+                return Err(TransferError::DamagedFile {
+                    path: weights_path,
+                    reason: "its tensor data does not match the CRC-32 in its header".into(),
+                });
+            }
+            Err(StampError::Malformed(why)) => return Err(corrupt(why)),
+        }
         let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let view = file

@@ -471,6 +471,10 @@ impl<B: Backend, M: Classifier<B>> Classifier<B> for LoraModel<B, M> {
             Some(_) => self.effective().logits(input),
         }
     }
+
+    fn check_input(&self, input: &Self::Input) -> Result<()> {
+        self.base.check_input(input)
+    }
 }
 
 impl<B: Backend, M: Backbone<B>> Backbone<B> for LoraModel<B, M> {
@@ -485,6 +489,10 @@ impl<B: Backend, M: Backbone<B>> Backbone<B> for LoraModel<B, M> {
 
     fn feature_dim(&self) -> usize {
         self.base.feature_dim()
+    }
+
+    fn check_input(&self, input: &Self::Input) -> Result<()> {
+        self.base.check_input(input)
     }
 }
 

@@ -50,6 +50,13 @@ pub fn save_trainable<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Resul
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    // A CRC-32 in the metadata, checked by `load_trainable` (through `import_weights`).
+    let bytes = crate::import::integrity::stamp_safetensors(&bytes).map_err(|reason| {
+        TransferError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
     atomic_write(path, &bytes)?;
     Ok(keep.len())
 }

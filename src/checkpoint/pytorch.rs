@@ -88,10 +88,13 @@ pub(crate) fn to_safetensors(
             )
         })
         .collect();
-    safetensors::tensor::serialize(views, None).map_err(|e| TransferError::Checkpoint {
+    let fail = |reason: String| TransferError::Checkpoint {
         path: path.into(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| fail(e.to_string()))?;
+    // A CRC-32 in the metadata: this crate's reader checks it, others ignore it.
+    crate::import::integrity::stamp_safetensors(&bytes).map_err(fail)
 }
 
 /// Writes every float tensor of `model` to a safetensors file under PyTorch names and

@@ -1,13 +1,13 @@
 //! Teacher outputs computed once and reused every epoch.
 
-use crate::checkpoint::atomic_write;
+use crate::checkpoint::{atomic_write, checked};
 use crate::error::{Result, TransferError};
 use crate::task::BatchSource;
 use burn::prelude::*;
 use std::path::Path;
 
 /// First bytes of a cache file; the version changes with the layout.
-const MAGIC: &[u8; 8] = b"BTTCACH1";
+const MAGIC: &[u8; 8] = b"BTTCACH2";
 
 /// Teacher logits for a fixed sequence of batches, computed once (one teacher forward per
 /// sample) and kept in memory on the inner backend.
@@ -17,6 +17,12 @@ pub struct TeacherCache<B: Backend> {
 }
 
 impl<B: Backend> TeacherCache<B> {
+    /// A cache of logits computed elsewhere (another process, another backend), one
+    /// `[batch, classes]` tensor per batch, in the order of the batches they belong to.
+    pub fn from_logits(logits: Vec<Tensor<B, 2>>) -> Self {
+        Self { logits }
+    }
+
     /// Number of cached batches.
     pub fn len(&self) -> usize {
         self.logits.len()
@@ -38,7 +44,7 @@ impl<B: Backend> TeacherCache<B> {
     }
 
     /// Writes the cache to `path` atomically: a header with each batch's shape, then the
-    /// logits as little-endian f32.
+    /// logits as little-endian f32, then a checksum that [`TeacherCache::load`] checks.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend((self.logits.len() as u64).to_le_bytes());
@@ -57,24 +63,27 @@ impl<B: Backend> TeacherCache<B> {
             data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         }
         bytes.extend(data);
-        atomic_write(path, &bytes)
+        atomic_write(path, &checked::seal(&[&bytes]))
     }
 
-    /// Reads a cache written by [`TeacherCache::save`] onto `device`. A missing, truncated or
-    /// foreign file is an error.
+    /// Reads a cache written by [`TeacherCache::save`] onto `device`. A missing, truncated,
+    /// damaged (checksum) or foreign file is an error.
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        let bytes =
+        let file =
             std::fs::read(path).map_err(|e| TransferError::io("read teacher cache", path, e))?;
+        let [bytes] = checked::open_sealed(&file, path)?[..] else {
+            return Err(TransferError::Checkpoint {
+                path: path.into(),
+                reason: "not a teacher cache (wrong number of sections); recompute it with Distiller::cache_teacher".into(),
+            });
+        };
         let corrupt = |why: &str| TransferError::Checkpoint {
             path: path.into(),
             reason: format!(
                 "not a valid teacher cache ({why}); recompute it with Distiller::cache_teacher"
             ),
         };
-        let mut r = Reader {
-            bytes: &bytes,
-            at: 0,
-        };
+        let mut r = Reader { bytes, at: 0 };
         if r.take(MAGIC.len()) != Some(&MAGIC[..]) {
             return Err(corrupt("wrong header"));
         }
@@ -247,10 +256,15 @@ mod tests {
         for cut in [0, 5, 12, 30, bytes.len() - 1] {
             std::fs::write(&path, &bytes[..cut]).unwrap();
             let err = TeacherCache::<NdArray>::load(&path, &device).unwrap_err();
-            assert!(
-                err.to_string().contains("not a valid teacher cache"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("teacher.cache"), "{err}");
+        }
+        // Any flipped byte, in the header, the logits or the footer, is an error.
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x10;
+            std::fs::write(&path, &flipped).unwrap();
+            let err = TeacherCache::<NdArray>::load(&path, &device).unwrap_err();
+            assert!(err.to_string().contains("is damaged"), "byte {at}: {err}");
         }
         let mut huge = bytes.clone();
         huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());

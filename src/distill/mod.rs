@@ -46,9 +46,9 @@ mod student;
 pub use cache::{CachedBatches, TeacherCache};
 pub use student::DistillStudent;
 
-use crate::error::Result;
+use crate::error::{Result, TransferError};
 use crate::finetune::fit::{TrainTotals, ValidBatch};
-use crate::finetune::session::check_batch;
+use crate::finetune::session::{check_batch, guarded_forward};
 use crate::finetune::{FineTuner, FitOutcome, Objective};
 use crate::freeze::ToInner;
 use crate::loss::{DistillLossConfig, DistillTargets};
@@ -249,11 +249,18 @@ where
                 for (index, (item, fraction)) in (1..).zip(epoch()) {
                     let teacher = match item.cached {
                         Some(logits) => Tensor::from_inner(logits),
-                        None => self.teacher_logits(item.inputs.clone()),
+                        None => Tensor::from_inner(guarded_forward(
+                            &self.teacher,
+                            item.inputs.clone().to_inner(),
+                            index,
+                            "teacher's training",
+                        )?),
                     };
                     let stats = session.step_with(fraction, |pair| {
-                        let logits = pair.student.logits(item.inputs);
+                        let logits =
+                            guarded_forward(&pair.student, item.inputs, index, "training")?;
                         let count = logits.dims()[0];
+                        same_classes(&logits, &teacher)?;
                         let (targets, correct) = match item.labels {
                             Some(labels) => {
                                 let correct = check_batch(&logits, &labels, index)?;
@@ -284,4 +291,24 @@ where
         )?;
         Ok(outcome.map(|pair| pair.student))
     }
+}
+
+/// The student must predict the teacher's classes: checked before the labels, so that the
+/// error names the real cause rather than a label (the teacher's argmax) out of range.
+fn same_classes<B: Backend>(student: &Tensor<B, 2>, teacher: &Tensor<B, 2>) -> Result<()> {
+    let ([s_rows, s_classes], [t_rows, t_classes]) = (student.dims(), teacher.dims());
+    if s_classes != t_classes {
+        return Err(TransferError::WidthMismatch {
+            what: "student logits vs teacher logits (classes)".into(),
+            expected: t_classes,
+            actual: s_classes,
+            hint: "the student's head must predict the teacher's classes: build it with the teacher's class count".into(),
+        });
+    }
+    if s_rows != t_rows {
+        return Err(TransferError::BatchShape(format!(
+            "the student gave {s_rows} rows of logits and the teacher {t_rows}; a cached teacher must come from the same batches"
+        )));
+    }
+    Ok(())
 }

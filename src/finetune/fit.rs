@@ -190,11 +190,22 @@ impl<B: AutodiffBackend> FineTuner<B> {
         let mut stopped_early = false;
         let mut first_epoch = 1;
         if let Some(state) = self.resume_state()? {
-            first_epoch = state.epoch + 1;
             let dir = self
                 .checkpoint_dir
                 .as_ref()
                 .expect("checked by resume_state");
+            let resume_path = dir.join(RESUME_FILE);
+            // Numbers read from the file are checked before any arithmetic with them.
+            if state.epoch == 0 || state.epoch > self.epochs {
+                return Err(TransferError::Checkpoint {
+                    path: resume_path,
+                    reason: format!(
+                        "it records epoch {} but this run has {} epochs; set epochs to at least the recorded one to continue, or start over in another checkpoint folder",
+                        state.epoch, self.epochs
+                    ),
+                });
+            }
+            first_epoch = state.epoch + 1;
             let device = session
                 .model()
                 .devices()
@@ -202,20 +213,32 @@ impl<B: AutodiffBackend> FineTuner<B> {
                 .next()
                 .unwrap_or_default();
             let fresh = session.model().clone();
-            let model =
-                load_model_bytes(fresh.clone(), state.model, &dir.join(RESUME_FILE), &device)?;
+            let model = load_model_bytes(fresh.clone(), state.model, &resume_path, &device)?;
             session.restore(self, model, state.optimizer, state.epoch, state.steps)?;
             tracker.restore(state.best, state.epochs_since_best);
             if state.best.is_some() && dir.join("best.mpk").is_file() {
                 best_model = Some(load_model(fresh, &dir.join("best.mpk"), &device)?);
             }
             history = state.history;
+            // A run that early stopping ended stays ended: resuming it returns what the
+            // uninterrupted run returned, instead of training past the stop.
+            stopped_early = state.stopped_early;
             if self.verbose {
-                println!("resumed from {} after epoch {}", dir.display(), state.epoch);
+                let how = if stopped_early {
+                    "; it had stopped early, so nothing is left to train"
+                } else {
+                    ""
+                };
+                println!(
+                    "resumed from {} after epoch {}{how}",
+                    dir.display(),
+                    state.epoch
+                );
             }
         }
 
-        for epoch in first_epoch..=self.epochs {
+        let last_epoch = if stopped_early { 0 } else { self.epochs };
+        for epoch in first_epoch..=last_epoch {
             let started = Instant::now();
             if session.begin_epoch(epoch)? && self.verbose {
                 println!(
@@ -233,6 +256,16 @@ impl<B: AutodiffBackend> FineTuner<B> {
                 });
             }
             let eval = validate(&session)?;
+            if let Some(eval) = eval
+                && !eval.loss.is_finite()
+            {
+                // Treated like a NaN training loss: a NaN cannot be compared with the best
+                // value, and a run that went on would keep checkpointing a broken model.
+                return Err(TransferError::NonFiniteValidLoss {
+                    epoch,
+                    value: eval.loss,
+                });
+            }
             let n = totals.count as f64;
             let metrics = EpochMetrics {
                 epoch,
@@ -265,6 +298,10 @@ impl<B: AutodiffBackend> FineTuner<B> {
                 println!("{}", epoch_line(&metrics, observation.improved));
             }
             history.epochs.push(metrics);
+            let stop = self
+                .early_stopping
+                .is_some_and(|es| es.should_stop(observation))
+                && epoch < self.epochs;
             if let Some(dir) = &self.checkpoint_dir {
                 save_model(session.model(), &dir.join("last.mpk"))?;
                 history.write_json(&dir.join("history.json"))?;
@@ -276,16 +313,14 @@ impl<B: AutodiffBackend> FineTuner<B> {
                     steps: session.steps(),
                     best: tracker.best(),
                     epochs_since_best: tracker.epochs_since_best(),
+                    stopped_early: stop,
                     history: history.clone(),
                     model: model_to_bytes(session.model())?,
                     optimizer: session.optimizer_state()?,
                 }
                 .save(&dir.join(RESUME_FILE))?;
             }
-            if let Some(es) = &self.early_stopping
-                && es.should_stop(observation)
-                && epoch < self.epochs
-            {
+            if stop {
                 stopped_early = true;
                 if self.verbose {
                     println!(

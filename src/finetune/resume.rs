@@ -7,14 +7,20 @@
 //! unfreeze schedule a pure function of the epoch, so the epoch restores both; the random
 //! generator is re-seeded from the run's seed at every epoch start, so the epoch restores it
 //! too. One file, one rename: a crash leaves the previous epoch's state or the new one,
-//! never a mix of model from one epoch and optimizer from another.
+//! never a mix of model from one epoch and optimizer from another. A CRC-32 over the whole
+//! file turns a damaged byte into an error instead of a model with other weights.
 
 use super::History;
+use crate::checkpoint::checked;
 use crate::error::{Result, TransferError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-const MAGIC: &[u8] = b"burn-transfer resume v1\n";
+/// The first section of the file; the version changes with the layout.
+const MAGIC: &[u8] = b"burn-transfer resume v2\n";
+
+/// The first bytes of the layout before checksums.
+const MAGIC_V1: &[u8] = b"burn-transfer resume v1\n";
 
 /// The file name inside a checkpoint folder.
 pub const RESUME_FILE: &str = "resume.bin";
@@ -30,6 +36,9 @@ pub struct ResumeState {
     pub best: Option<(usize, f64)>,
     /// Epochs since the best one (early stopping's counter).
     pub epochs_since_best: usize,
+    /// Whether early stopping ended the run at `epoch`: resuming it trains no further.
+    #[serde(default)]
+    pub stopped_early: bool,
     /// Every completed epoch's metrics.
     pub history: History,
     /// The model's weights (burn's named MessagePack, full precision).
@@ -50,61 +59,38 @@ fn corrupt(path: &Path, what: &str) -> TransferError {
 }
 
 impl ResumeState {
-    /// Serialises the state: magic, JSON header, model, optimizer groups (each length-prefixed).
+    /// Serialises the state: magic, JSON header, model, then one section per optimizer
+    /// group, sealed with a checksum.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let header = serde_json::to_vec(self).map_err(|e| TransferError::Export {
             format: "resume state".into(),
             reason: e.to_string(),
         })?;
-        let mut out = MAGIC.to_vec();
-        let mut push = |bytes: &[u8]| {
-            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            out.extend_from_slice(bytes);
-        };
-        push(&header);
-        push(&self.model);
-        push(&(self.optimizer.len() as u64).to_le_bytes());
-        for group in &self.optimizer {
-            push(group);
-        }
-        Ok(out)
+        let mut sections: Vec<&[u8]> = vec![MAGIC, &header, &self.model];
+        sections.extend(self.optimizer.iter().map(Vec::as_slice));
+        Ok(checked::seal(&sections))
     }
 
-    /// Parses [`to_bytes`](Self::to_bytes)'s output; anything truncated or malformed is an
-    /// error naming `path`.
+    /// Parses [`to_bytes`](Self::to_bytes)'s output; anything truncated, damaged or
+    /// malformed is an error naming `path`.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| corrupt(path, "wrong magic"))?;
-        let mut cursor = rest;
-        let mut take = |what: &str| -> Result<&[u8]> {
-            if cursor.len() < 8 {
-                return Err(corrupt(path, what));
-            }
-            let (len, tail) = cursor.split_at(8);
-            let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-            if tail.len() < len {
-                return Err(corrupt(path, what));
-            }
-            let (chunk, tail) = tail.split_at(len);
-            cursor = tail;
-            Ok(chunk)
-        };
-        let mut state: ResumeState =
-            serde_json::from_slice(take("header")?).map_err(|_| corrupt(path, "header"))?;
-        state.model = take("model")?.to_vec();
-        let groups = take("group count")?;
-        let groups = u64::from_le_bytes(
-            groups
-                .try_into()
-                .map_err(|_| corrupt(path, "group count"))?,
-        ) as usize;
-        state.optimizer = (0..groups)
-            .map(|_| take("optimizer state").map(<[u8]>::to_vec))
-            .collect::<Result<_>>()?;
-        if !cursor.is_empty() {
-            return Err(corrupt(path, "trailing bytes"));
+        if bytes.starts_with(MAGIC_V1) {
+            return Err(corrupt(
+                path,
+                "written by an older version of burn-transfer, without a checksum",
+            ));
         }
+        let sections = checked::open_sealed(bytes, path)?;
+        let [magic, header, model, optimizer @ ..] = &sections[..] else {
+            return Err(corrupt(path, "too few sections"));
+        };
+        if *magic != MAGIC {
+            return Err(corrupt(path, "wrong magic"));
+        }
+        let mut state: ResumeState =
+            serde_json::from_slice(header).map_err(|_| corrupt(path, "header"))?;
+        state.model = model.to_vec();
+        state.optimizer = optimizer.iter().map(|g| g.to_vec()).collect();
         Ok(state)
     }
 
@@ -134,6 +120,7 @@ mod tests {
             steps: 42,
             best: Some((2, 0.5)),
             epochs_since_best: 1,
+            stopped_early: true,
             history: History::default(),
             model: vec![1, 2, 3, 4, 5],
             optimizer: vec![vec![9; 7], vec![]],

@@ -115,6 +115,7 @@ impl<B: AutodiffBackend> FineTuner<B> {
         M: AutodiffModule<B>,
     {
         self.validate()?;
+        self.unfreeze.check_against(&model)?;
         crate::freeze::materialize(&model);
         if let Some(seed) = self.seed {
             let device = model.devices().into_iter().next().unwrap_or_default();
@@ -339,7 +340,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B
         let smoothing = self.smoothing;
         let index = self.batch_index + 1;
         self.step_with(epoch_fraction, |model| {
-            let logits = model.logits(batch.inputs);
+            let logits = guarded_logits(model, batch.inputs, &batch.targets, index, "training")?;
             let correct = check_batch(&logits, &batch.targets, index)?;
             let count = logits.dims()[0];
             let loss = CrossEntropyLossConfig::new()
@@ -376,7 +377,7 @@ where
 {
     let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
     for (i, (batch, _)) in data.epoch().enumerate() {
-        let logits = model.logits(batch.inputs);
+        let logits = guarded_logits(model, batch.inputs, &batch.targets, i + 1, "validation")?;
         correct += check_batch(&logits, &batch.targets, i + 1)?;
         let n = logits.dims()[0];
         let loss: f32 = CrossEntropyLossConfig::new()
@@ -400,6 +401,47 @@ where
 }
 
 /// Checks shapes and label range, and counts correct predictions.
+/// The model's logits for a batch, with the two ways a batch can fail inside burn turned
+/// into errors that name the batch: no rows at all (burn's reductions unwrap on empty
+/// tensors), and inputs the model cannot take (another feature width, rank or length:
+/// burn asserts on shapes). The model's own [`Classifier::check_input`] runs first, for a
+/// precise message; a panic inside the forward is the fallback, caught and not printed.
+pub(crate) fn guarded_logits<B: Backend, M: Classifier<B>>(
+    model: &M,
+    inputs: M::Input,
+    targets: &Tensor<B, 1, Int>,
+    batch: usize,
+    split: &str,
+) -> Result<Tensor<B, 2>> {
+    if targets.dims()[0] == 0 {
+        return Err(TransferError::BatchShape(format!(
+            "{split} batch {batch} has no rows; a data source must not yield empty batches (check the batcher's filtering and the data set length)"
+        )));
+    }
+    guarded_forward(model, inputs, batch, split)
+}
+
+/// The model's logits for a batch: its [`Classifier::check_input`], then the forward with a
+/// panic inside burn caught (and not printed) as an error naming the batch.
+pub(crate) fn guarded_forward<B: Backend, M: Classifier<B>>(
+    model: &M,
+    inputs: M::Input,
+    batch: usize,
+    split: &str,
+) -> Result<Tensor<B, 2>> {
+    model.check_input(&inputs).map_err(|e| match e {
+        TransferError::BatchShape(why) => {
+            TransferError::BatchShape(format!("{split} batch {batch}: {why}"))
+        }
+        other => other,
+    })?;
+    crate::guard::quietly(|| model.logits(inputs)).map_err(|panic| {
+        TransferError::BatchShape(format!(
+            "{split} batch {batch} does not fit the model ({panic}); check the inputs' shape against the model's input (feature width, image size, sequence length)"
+        ))
+    })
+}
+
 pub(crate) fn check_batch<B: Backend>(
     logits: &Tensor<B, 2>,
     targets: &Tensor<B, 1, Int>,

@@ -24,7 +24,8 @@ pub use summary::ParamSummary;
 use crate::error::Result;
 use burn::module::Module;
 use burn::prelude::Backend;
-use paths::{ParamCollector, RequireGradSetter};
+pub(crate) use paths::ParamCollector;
+use paths::RequireGradSetter;
 
 /// Anything that can be turned into a [`Selector`]: a selector, or a glob pattern (`&str`).
 pub trait IntoSelector {

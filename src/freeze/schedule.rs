@@ -80,6 +80,17 @@ impl UnfreezeSchedule {
         &self.steps
     }
 
+    /// Checks every step's selector against `model` before training starts, so that a
+    /// selector matching nothing is an error at once, not when its epoch comes after earlier
+    /// epochs have trained and saved.
+    pub fn check_against<B: Backend, M: Freeze<B>>(&self, model: &M) -> Result<()> {
+        let paths = model.param_paths();
+        for step in &self.steps {
+            step.selector.resolve(&paths)?;
+        }
+        Ok(())
+    }
+
     /// Applies the steps scheduled exactly at `epoch`. Returns the model and whether it
     /// changed (so a trainer knows to log it).
     pub fn apply<B: Backend, M: Freeze<B>>(&self, model: M, epoch: usize) -> Result<(M, bool)> {

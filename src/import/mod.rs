@@ -31,6 +31,7 @@
 //! # Ok::<(), burn_transfer::TransferError>(())
 //! ```
 
+pub(crate) mod integrity;
 mod legacy_pth;
 mod report;
 
@@ -189,6 +190,27 @@ fn is_legacy_pickle(path: &Path) -> Result<bool> {
     Ok(first[0] == 0x80)
 }
 
+/// Checks the file's own checksums (see `integrity`) before burn-store reads it.
+fn check_integrity(path: &Path, format: WeightFormat) -> Result<()> {
+    match format {
+        WeightFormat::Safetensors => match integrity::check_safetensors_stamp(path) {
+            Ok(_) => Ok(()),
+            Err(integrity::StampError::Mismatch) => Err(TransferError::DamagedFile {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its tensor data does not match the CRC-32 in its header ({})",
+                    integrity::CRC_KEY
+                ),
+            }),
+            Err(integrity::StampError::Malformed(reason)) => Err(weight_file_error(path, reason)),
+        },
+        WeightFormat::PyTorch if !is_legacy_pickle(path)? => {
+            integrity::check_zip_entries(path).map_err(|reason| weight_file_error(path, reason))
+        }
+        WeightFormat::PyTorch => Ok(()),
+    }
+}
+
 fn weight_file_error(path: &Path, reason: impl std::fmt::Display) -> TransferError {
     TransferError::WeightFile {
         path: path.to_path_buf(),
@@ -239,6 +261,7 @@ fn read_snapshots(
         ));
     }
     let format = detect_format(path)?;
+    check_integrity(path, format)?;
     let remapper = KeyRemapper::from_patterns(
         options
             .remaps

@@ -488,7 +488,10 @@ impl<B: Backend> DistillLoss<B> {
 
     /// Token-level KD for sequence models: logits `[batch, seq, vocab]`, optional padding
     /// mask `[batch, seq]` (`true` = padding) and token labels `[batch, seq]`. Padding
-    /// positions count in neither term; means are over the remaining tokens.
+    /// positions count in neither term; means are over the remaining tokens. A label of
+    /// [`IGNORE_INDEX`] (PyTorch's `-100`) leaves its position out of the cross-entropy, as
+    /// does padding whatever its label; any other label outside `0..vocab` is an error
+    /// naming its row and position.
     pub fn forward_tokens(
         &self,
         student: Tensor<B, 3>,
@@ -525,25 +528,73 @@ impl<B: Backend> DistillLoss<B> {
             &[batch, seq],
         )?;
         let alpha = c.alpha.at(epoch);
+        let device = student.device();
+        let (safe_labels, keep) = token_targets(labels, padding_mask, vocab)?;
         let log_p = burn::tensor::activation::log_softmax(student.reshape([batch * seq, vocab]), 1);
         let nll = log_p
-            .gather(1, labels.reshape([batch * seq, 1]))
+            .gather(
+                1,
+                Tensor::from_data(
+                    TensorData::new(safe_labels, [batch * seq, 1]).convert::<B::IntElem>(),
+                    &device,
+                ),
+            )
             .reshape([batch * seq])
             .neg();
-        let ce = match padding_mask {
-            None => nll.mean(),
-            Some(m) => {
-                let keep = m.bool_not().float().reshape([batch * seq]);
-                let count = keep.clone().sum().clamp_min(1.0);
-                (nll * keep).sum().div(count)
-            }
-        };
+        let count = keep.iter().filter(|k| **k > 0.0).count().max(1) as f64;
+        let keep = Tensor::<B, 1>::from_data(
+            TensorData::new(keep, [batch * seq]).convert::<B::FloatElem>(),
+            &device,
+        );
+        let ce = (nll * keep).sum().div_scalar(count);
         let (kd, ce) = (kd.mul_scalar(alpha), ce.mul_scalar(1.0 - alpha));
         Ok(DistillLossOutput {
             total: kd.clone() + ce.clone(),
             terms: vec![("kd", kd), ("ce", ce)],
         })
     }
+}
+
+/// The label PyTorch's `cross_entropy` (and transformers' language models) skip: positions
+/// with it count in no cross-entropy term.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Token labels made safe to gather (ignored positions read class 0) and the weight of each
+/// position in the cross-entropy (1 counted, 0 ignored), after checking every counted label.
+fn token_targets<B: Backend>(
+    labels: Tensor<B, 2, Int>,
+    padding_mask: Option<Tensor<B, 2, Bool>>,
+    vocab: usize,
+) -> Result<(Vec<i64>, Vec<f32>)> {
+    let [_, seq] = labels.dims();
+    let labels: Vec<i64> = labels
+        .into_data()
+        .convert::<i64>()
+        .into_vec()
+        .map_err(|e| TransferError::BatchShape(format!("unreadable token labels: {e:?}")))?;
+    let padded: Vec<bool> = match padding_mask {
+        Some(m) => m
+            .into_data()
+            .into_vec()
+            .map_err(|e| TransferError::BatchShape(format!("unreadable padding mask: {e:?}")))?,
+        None => vec![false; labels.len()],
+    };
+    let mut safe = Vec::with_capacity(labels.len());
+    let mut keep = Vec::with_capacity(labels.len());
+    for (i, (&label, &pad)) in labels.iter().zip(&padded).enumerate() {
+        let counted = !pad && label != IGNORE_INDEX;
+        if counted && (label < 0 || label as u64 >= vocab as u64) {
+            return Err(TransferError::TokenLabelOutOfRange {
+                label,
+                row: i / seq.max(1),
+                position: i % seq.max(1),
+                vocab,
+            });
+        }
+        safe.push(if counted { label } else { 0 });
+        keep.push(if counted { 1.0 } else { 0.0 });
+    }
+    Ok((safe, keep))
 }
 
 fn missing(term: &str, what: &str, how: &str) -> TransferError {

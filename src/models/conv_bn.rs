@@ -114,3 +114,29 @@ pub(crate) fn global_avg_pool<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
     let [batch, channels, _, _] = x.dims();
     x.mean_dim(3).mean_dim(2).reshape([batch, channels])
 }
+
+/// Checks images `[batch, channels, height, width]` for a CNN whose stem convolution is
+/// `stem`. Any size of at least one pixel runs (every stride-2 layer pads).
+pub(crate) fn check_images<B: Backend>(
+    images: &Tensor<B, 4>,
+    stem: &Conv2d<B>,
+) -> crate::Result<()> {
+    let channels = stem.weight.dims()[1];
+    let [n, c, h, w] = images.dims();
+    if n == 0 {
+        return Err(crate::TransferError::BatchShape(
+            "the image batch has no images".into(),
+        ));
+    }
+    if c != channels {
+        return Err(crate::TransferError::BatchShape(format!(
+            "the images are [{n}, {c}, {h}, {w}] but the network's first convolution takes {channels} channels; give [batch, {channels}, height, width]"
+        )));
+    }
+    if h == 0 || w == 0 {
+        return Err(crate::TransferError::BatchShape(format!(
+            "the images are {h}×{w} pixels; give them at least one pixel per side"
+        )));
+    }
+    Ok(())
+}

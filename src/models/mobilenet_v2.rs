@@ -233,6 +233,10 @@ impl<B: Backend> Backbone<B> for MobileNetV2<B> {
     fn feature_dim(&self) -> usize {
         self.feature_dim
     }
+
+    fn check_input(&self, images: &Tensor<B, 4>) -> crate::Result<()> {
+        super::conv_bn::check_images(images, &self.stem.conv)
+    }
 }
 
 /// Rules from torchvision's `MobileNetV2` state dict to a `TransferModel<MobileNetV2,

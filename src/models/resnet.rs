@@ -285,6 +285,10 @@ impl<B: Backend> Backbone<B> for ResNet<B> {
     fn feature_dim(&self) -> usize {
         self.feature_dim
     }
+
+    fn check_input(&self, images: &Tensor<B, 4>) -> crate::Result<()> {
+        super::conv_bn::check_images(images, &self.conv1)
+    }
 }
 
 /// Rules from a torchvision ResNet state dict to a `TransferModel<ResNet, LinearHead>`:

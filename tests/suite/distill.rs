@@ -205,7 +205,10 @@ fn bad_distillation_settings_are_errors() {
         )
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("[8, 4]") && msg.contains("[8, 3]"), "{msg}");
+    assert!(
+        msg.contains("expected width 4, got 3") && msg.contains("teacher's classes"),
+        "{msg}"
+    );
 }
 
 #[test]

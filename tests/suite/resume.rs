@@ -163,20 +163,52 @@ fn resume_child() {
 }
 
 /// The child side of the kill test: saves ever-changing versions of a 4 MB model to the
-/// path in `BURN_TRANSFER_KILL_TEST` until it is killed. Does nothing in a normal run.
+/// path in `BURN_TRANSFER_KILL_TEST` until it is killed, printing `saved <version>` after
+/// each completed save. Does nothing in a normal run.
 #[test]
 fn kill_child_writer() {
+    use std::io::Write;
     let Ok(path) = std::env::var("BURN_TRANSFER_KILL_TEST") else {
         return;
     };
     let d = Default::default();
     let mut layer: Linear<NdArray> = LinearConfig::new(1024, 1024).init(&d);
+    let mut out = std::io::stdout();
     for version in 1.. {
         layer.weight = layer
             .weight
             .map(|w| w.zeros_like().add_scalar(version as f32));
         save_model(&layer, std::path::Path::new(&path)).unwrap();
+        writeln!(out, "saved {version}").unwrap();
+        out.flush().unwrap();
     }
+}
+
+/// Kills a writer right after it reports its `saves`-th completed save, so the kill lands
+/// during a later write (or between two), and returns the version that report named.
+fn kill_after_saves(path: &std::path::Path, saves: usize) -> f32 {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "resume::kill_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BURN_TRANSFER_KILL_TEST", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let reported = lines
+        .map(Result::unwrap)
+        .filter_map(|l| l.strip_prefix("saved ").map(|v| v.parse::<f32>().unwrap()))
+        .nth(saves - 1)
+        .expect("the writer reports its saves");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reported
 }
 
 #[test]
@@ -189,39 +221,24 @@ fn a_process_killed_while_saving_leaves_a_loadable_checkpoint() {
     let mut first = fresh();
     first.weight = first.weight.map(|w| w.zeros_like());
     save_model(&first, &path).unwrap();
-    let mut versions = Vec::new();
-    for wait_ms in [30, 80, 150, 260] {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "resume::kill_child_writer",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("BURN_TRANSFER_KILL_TEST", &path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // Whatever version was last completed, it loads whole: one value everywhere.
+    for saves in [1, 2, 3, 5] {
+        let reported = kill_after_saves(&path, saves);
+        // Whatever version was last completed, it loads whole (one value everywhere), and
+        // it is the reported one or a later one: a completed save is never lost.
         let loaded = load_model(fresh(), &path, &d).unwrap();
         let w = loaded.weight.val().into_data().to_vec::<f32>().unwrap();
         assert!(
             w.iter().all(|v| *v == w[0]),
-            "a mix of versions after {wait_ms} ms"
+            "a mix of versions after {saves} saves"
         );
-        versions.push(w[0]);
+        assert!(w[0] >= reported, "version {} < reported {reported}", w[0]);
     }
-    // The child did overwrite the file (so kills landed between and during writes).
-    assert!(versions.iter().any(|v| *v > 0.0), "{versions:?}");
-    // No temporary file is left that a later reader could mistake for the checkpoint.
+    // The next save removes the temporary files that killed writers left behind, and no
+    // file is left that a later reader could mistake for the checkpoint.
+    save_model(&first, &path).unwrap();
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with('.'))
         .collect();
     assert_eq!(names, vec!["model.mpk"]);
 }
