@@ -172,7 +172,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
         device: &B::Device,
     ) -> std::result::Result<(), String> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-        let decode = std::panic::AssertUnwindSafe(|| match self {
+        let decode = || match self {
             AnyOptimizer::AdamW(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
                 // A stand-in while the record loads into the optimizer taken out.
                 let taken = std::mem::replace(o, kernels::adamw(0.0, 0.0, 0.0, 0.0));
@@ -182,8 +182,8 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
                 let taken = std::mem::replace(o, SgdConfig::new().init());
                 *o = taken.load_record(r);
             }),
-        });
-        match std::panic::catch_unwind(decode) {
+        };
+        match crate::guard::quietly(decode) {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("the optimizer state could not be decoded".into()),
         }

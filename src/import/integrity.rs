@@ -159,21 +159,34 @@ impl From<String> for StampError {
 
 /// Checks the [`CRC_KEY`] of a safetensors file, when it has one. `Ok(false)`: no stamp.
 pub(crate) fn check_safetensors_stamp(path: &Path) -> Result<bool, StampError> {
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|_| "shorter than a safetensors header".to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
+    check_stamp(file, size)
+}
+
+/// Checks the [`CRC_KEY`] of safetensors `bytes` held in memory, when they have one.
+pub(crate) fn check_stamp_in_bytes(bytes: &[u8]) -> Result<bool, StampError> {
+    check_stamp(bytes, bytes.len() as u64)
+}
+
+/// Reads a safetensors stream of `size` bytes: its header, then (when the header has a
+/// stamp) the data in chunks, so that a model's weights need not fit in memory twice.
+fn check_stamp(mut reader: impl Read, size: u64) -> Result<bool, StampError> {
+    let mut len = [0u8; 8];
+    reader
+        .read_exact(&mut len)
+        .map_err(|_| "shorter than a safetensors header".to_string())?;
     let header_len = u64::from_le_bytes(len);
     if header_len > size.saturating_sub(8) {
         return Err(StampError::Malformed(
             "the header runs past the end of the file".into(),
         ));
     }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|e| e.to_string())?;
     let mut prefixed = len.to_vec();
-    prefixed.extend_from_slice(&header);
+    prefixed.resize(8 + header_len as usize, 0);
+    reader
+        .read_exact(&mut prefixed[8..])
+        .map_err(|e| e.to_string())?;
     let (header, _) = split_header(&prefixed)?;
     let Some(stored) = header
         .get("__metadata__")
@@ -182,33 +195,16 @@ pub(crate) fn check_safetensors_stamp(path: &Path) -> Result<bool, StampError> {
     else {
         return Ok(false);
     };
-    // Streamed: a model's weights need not fit in memory twice.
     let mut hasher = header_hasher(&header);
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     if format!("{:08x}", hasher.finalize()) != stored {
-        return Err(StampError::Mismatch);
-    }
-    Ok(true)
-}
-
-/// Checks the [`CRC_KEY`] of safetensors `bytes` held in memory, when they have one.
-pub(crate) fn check_stamp_in_bytes(bytes: &[u8]) -> Result<bool, StampError> {
-    let (header, data_at) = split_header(bytes)?;
-    let Some(stored) = header
-        .get("__metadata__")
-        .and_then(|m| m.get(CRC_KEY))
-        .and_then(|v| v.as_str())
-    else {
-        return Ok(false);
-    };
-    if format!("{:08x}", content_crc(&header, &bytes[data_at..])) != stored {
         return Err(StampError::Mismatch);
     }
     Ok(true)

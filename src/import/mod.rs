@@ -291,7 +291,7 @@ fn read_snapshots(
             }
         }
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+    match crate::guard::quietly(read) {
         Ok(Ok(map)) => {
             if format == WeightFormat::PyTorch && is_legacy_pickle(path)? {
                 let sizes: Vec<usize> = map.values().map(|s| s.dtype.size()).collect();
