@@ -31,14 +31,42 @@ pub(crate) enum Opened<'a> {
 /// Appends the footer to `sections`, concatenated.
 pub(crate) fn seal(sections: &[&[u8]]) -> Vec<u8> {
     let body: usize = sections.iter().map(|s| s.len()).sum();
-    let mut out = Vec::with_capacity(body + 8 * sections.len() + TAIL);
+    seal_onto(
+        Vec::with_capacity(body + 8 * sections.len() + TAIL),
+        sections,
+    )
+}
+
+/// [`seal`] with `out` as its first section, extended in place: a model's record of hundreds
+/// of megabytes is not copied again.
+pub(crate) fn seal_after(first: Vec<u8>, more: &[&[u8]]) -> Vec<u8> {
+    let first_len = first.len();
+    let mut out = first;
+    out.reserve(more.iter().map(|s| s.len()).sum::<usize>() + 8 * (more.len() + 1) + TAIL);
+    for section in more {
+        out.extend_from_slice(section);
+    }
+    finish(
+        out,
+        std::iter::once(first_len).chain(more.iter().map(|s| s.len())),
+    )
+}
+
+fn seal_onto(mut out: Vec<u8>, sections: &[&[u8]]) -> Vec<u8> {
     for section in sections {
         out.extend_from_slice(section);
     }
-    for section in sections {
-        out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+    finish(out, sections.iter().map(|s| s.len()))
+}
+
+/// Writes the section table, the CRC-32 of everything before it and the magic.
+fn finish(mut out: Vec<u8>, lengths: impl Iterator<Item = usize>) -> Vec<u8> {
+    let mut count = 0u32;
+    for len in lengths {
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+        count += 1;
     }
-    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(MAGIC);
@@ -135,6 +163,10 @@ mod tests {
             Opened::Checked(expected)
         );
         assert_eq!(open_sealed(&seal(&[]), Path::new(PATH)).unwrap().len(), 0);
+        assert_eq!(
+            seal_after(b"first section".to_vec(), &[b"", b"third"]),
+            bytes
+        );
     }
 
     #[test]

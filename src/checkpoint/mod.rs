@@ -93,7 +93,7 @@ pub fn model_to_bytes<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<u8>> {
         format: "checkpoint manifest".into(),
         reason: e.to_string(),
     })?;
-    Ok(checked::seal(&[&record, &manifest]))
+    Ok(checked::seal_after(record, &[&manifest]))
 }
 
 /// Saves a module's weights to `path` atomically.
@@ -134,7 +134,8 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(
         path: path.into(),
         reason,
     };
-    let record_bytes = match checked::open(&bytes, path)? {
+    // The record is the first section: cut the bytes down to it instead of copying it.
+    let record_len = match checked::open(&bytes, path)? {
         Opened::Checked(sections) => {
             let [record, manifest] = sections[..] else {
                 return Err(mismatch(
@@ -146,10 +147,12 @@ pub fn load_model_bytes<B: Backend, M: Module<B>>(
             if let Some(difference) = first_difference(&saved, &expected) {
                 return Err(mismatch(difference));
             }
-            record.to_vec()
+            record.len()
         }
-        Opened::Unsealed(all) => all.to_vec(),
+        Opened::Unsealed(all) => all.len(),
     };
+    let mut record_bytes = bytes;
+    record_bytes.truncate(record_len);
     let record = crate::guard::quietly(|| {
         NamedMpkBytesRecorder::<FullPrecisionSettings>::default().load(record_bytes, device)
     })
