@@ -31,10 +31,11 @@ pub(crate) enum Opened<'a> {
 /// Appends the footer to `sections`, concatenated.
 pub(crate) fn seal(sections: &[&[u8]]) -> Vec<u8> {
     let body: usize = sections.iter().map(|s| s.len()).sum();
-    seal_onto(
-        Vec::with_capacity(body + 8 * sections.len() + TAIL),
-        sections,
-    )
+    let mut out = Vec::with_capacity(body + 8 * sections.len() + TAIL);
+    for section in sections {
+        out.extend_from_slice(section);
+    }
+    finish(out, sections.iter().map(|s| s.len()))
 }
 
 /// [`seal`] with `out` as its first section, extended in place: a model's record of hundreds
@@ -50,13 +51,6 @@ pub(crate) fn seal_after(first: Vec<u8>, more: &[&[u8]]) -> Vec<u8> {
         out,
         std::iter::once(first_len).chain(more.iter().map(|s| s.len())),
     )
-}
-
-fn seal_onto(mut out: Vec<u8>, sections: &[&[u8]]) -> Vec<u8> {
-    for section in sections {
-        out.extend_from_slice(section);
-    }
-    finish(out, sections.iter().map(|s| s.len()))
 }
 
 /// Writes the section table, the CRC-32 of everything before it and the magic.

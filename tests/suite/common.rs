@@ -182,3 +182,16 @@ pub fn isolated(test: &str, env: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 passed"), "{test} did not run:\n{stdout}");
 }
+
+/// `tests/fixtures/mlp_zip.pth` (torch.save's zip format, written by scripts/make_zip_pth.py)
+/// and the strict options that map its `net.0` / `net.2` onto `MlpBackbone`'s layers.
+pub fn zip_pth_fixture() -> (std::path::PathBuf, ImportOptions) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_zip.pth");
+    let options = ImportOptions::new()
+        .with_remap(r"^net\.0\.", "layers.0.")
+        .unwrap()
+        .with_remap(r"^net\.2\.", "layers.1.")
+        .unwrap()
+        .with_strict(true);
+    (path, options)
+}

@@ -199,18 +199,9 @@ fn damaged_files_load_as_errors_or_identically() {
 
     // A PyTorch zip archive (torch.save), strict import: every entry has a CRC-32.
     let pth = at("mlp_zip.pth");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_zip.pth"),
-        &pth,
-    )
-    .unwrap();
+    let (fixture, options) = zip_pth_fixture();
+    std::fs::copy(fixture, &pth).unwrap();
     tallies.push(fuzz("zip .pth", &pth, 300, 60, &|| {
-        let options = ImportOptions::new()
-            .with_remap(r"^net\.0\.", "layers.0.")
-            .unwrap()
-            .with_remap(r"^net\.2\.", "layers.1.")
-            .unwrap()
-            .with_strict(true);
         import_weights(
             MlpBackbone::<Inner>::new(&[3, 4, 2], &d).unwrap(),
             &pth,

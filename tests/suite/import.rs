@@ -1,7 +1,7 @@
 //! Weight import: PyTorch layout, remapping, partial loads, the report, strict mode, dtypes,
 //! and broken files (errors, never panics).
 
-use crate::common::{Inner, device};
+use crate::common::{Inner, device, zip_pth_fixture};
 use burn::prelude::*;
 use burn_transfer::checkpoint::save_pytorch_safetensors;
 use burn_transfer::import::{ImportOptions, import_weights, inspect_weights};
@@ -242,14 +242,7 @@ fn missing_and_corrupt_files_are_errors_not_panics() {
 
 #[test]
 fn zip_format_pth_loads_with_pytorch_layout() {
-    // Written by scripts/make_zip_pth.py in torch.save's zip format (see its header).
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp_zip.pth");
-    let options = ImportOptions::new()
-        .with_remap(r"^net\.0\.", "layers.0.")
-        .unwrap()
-        .with_remap(r"^net\.2\.", "layers.1.")
-        .unwrap()
-        .with_strict(true);
+    let (path, options) = zip_pth_fixture();
     let (model, report) = import_weights(net(), &path, &options).unwrap();
     assert_eq!(report.loaded.len(), 4, "{report}");
     let get = |t: Tensor<Inner, 2>| t.into_data().to_vec::<f32>().unwrap();
