@@ -31,9 +31,9 @@ use crate::error::Result;
 #[cfg(feature = "cpu-kernels")]
 use crate::error::TransferError;
 use burn::module::AutodiffModule;
-use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+use burn::nn::{LayerNorm, Linear};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -59,20 +59,115 @@ pub fn reuse_freed_memory() -> bool {
     false
 }
 
-/// `layer.forward(x)` for `[batch, d_input]` rows.
-pub(crate) fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+/// `layer.forward(x)` for `[..., d_input]` rows (any rank).
+pub(crate) fn linear<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
     return burn_cpu_kernels::linear::linear(layer, x);
     #[cfg(not(feature = "cpu-kernels"))]
     layer.forward(x)
 }
 
-/// `relu(layer.forward(x))` for `[batch, d_input]` rows.
-pub(crate) fn linear_relu<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+/// `relu(layer.forward(x))` for `[..., d_input]` rows (any rank).
+pub(crate) fn linear_relu<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     #[cfg(feature = "cpu-kernels")]
     return burn_cpu_kernels::linear::linear_relu(layer, x);
     #[cfg(not(feature = "cpu-kernels"))]
     burn::tensor::activation::relu(layer.forward(x))
+}
+
+/// Multi-head attention `[batch, sq, width]` from projected `q`, `k`, `v` (`k`, `v`
+/// `[batch, sk, width]`), an additive bias per key `[batch, sk]` (no gradient), dropout `p`
+/// on the probabilities in training: one fused operation on the CPU backends.
+pub(crate) fn attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    key_bias: Option<Tensor<B, 2>>,
+    heads: usize,
+    dropout: f64,
+) -> Tensor<B, 3> {
+    #[cfg(feature = "cpu-kernels")]
+    {
+        use burn_cpu_kernels::attention::{AttentionOptions, attention};
+        let options = AttentionOptions::new(heads).with_dropout(dropout);
+        attention(q, k, v, key_bias, options)
+    }
+    #[cfg(not(feature = "cpu-kernels"))]
+    {
+        let [batch, sq, width] = q.dims();
+        let sk = k.dims()[1];
+        let d = width / heads;
+        let split = |x: Tensor<B, 3>, s: usize| x.reshape([batch, s, heads, d]).swap_dims(1, 2);
+        let scores = split(q, sq).matmul(split(k, sk).swap_dims(2, 3)) / (d as f64).sqrt();
+        let probs = attention_softmax(scores, key_bias);
+        let probs = burn::nn::DropoutConfig::new(dropout).init().forward(probs);
+        probs
+            .matmul(split(v, sk))
+            .swap_dims(1, 2)
+            .reshape([batch, sq, width])
+    }
+}
+
+/// burn's `Dropout` (the identity outside training).
+pub(crate) fn dropout<B: Backend, const D: usize>(
+    layer: &burn::nn::Dropout,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    return burn_cpu_kernels::dropout::dropout(layer, x);
+    #[cfg(not(feature = "cpu-kernels"))]
+    layer.forward(x)
+}
+
+/// burn's exact `gelu(x)`.
+pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    return burn_cpu_kernels::activation::gelu(x);
+    #[cfg(not(feature = "cpu-kernels"))]
+    burn::tensor::activation::gelu(x)
+}
+
+/// `layer.forward(x)` for burn's `LayerNorm` over the last dimension, built with `epsilon`
+/// (burn keeps the layer's own private).
+pub(crate) fn layer_norm<B: Backend, const D: usize>(
+    layer: &LayerNorm<B>,
+    epsilon: f64,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    return burn_cpu_kernels::norm::layer_norm(layer, epsilon, x);
+    #[cfg(not(feature = "cpu-kernels"))]
+    {
+        let _ = epsilon;
+        layer.forward(x)
+    }
+}
+
+/// Attention's `softmax(scores + key_bias[:, None, None, :], 3)` over `[batch, heads,
+/// queries, keys]` scores, `key_bias` `[batch, keys]` (no gradient reaches it).
+pub(crate) fn attention_softmax<B: Backend>(
+    scores: Tensor<B, 4>,
+    key_bias: Option<Tensor<B, 2>>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    return burn_cpu_kernels::softmax::softmax_with_key_bias(scores, key_bias);
+    #[cfg(not(feature = "cpu-kernels"))]
+    {
+        let scores = match key_bias {
+            Some(bias) => {
+                let [batch, keys] = bias.dims();
+                scores + bias.reshape([batch, 1, 1, keys])
+            }
+            None => scores,
+        };
+        burn::tensor::activation::softmax(scores, 3)
+    }
 }
 
 /// `layer.forward(x)` for a 2-D convolution (NCHW).

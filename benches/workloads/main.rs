@@ -4,7 +4,7 @@
 //! can be put side by side (`--torch torch_ref.json` prints the ratios).
 //!
 //!     cargo bench --bench workloads -- --json bench.json [--backend ndarray|flex|wgpu]
-//!         [--workloads a,b] [--warmup 5] [--steps 30] [--repeats 3] [--no-gemm]
+//!         [--workloads a,b|networks] [--warmup 5] [--steps 30] [--repeats 3] [--no-gemm]
 //!         [--epochs 10] [--torch torch_ref.json] [--system-malloc] [--separate-main]
 //!
 //! Like a training program should, it first makes `malloc` keep freed memory for the next
@@ -17,6 +17,7 @@
 
 mod cnn;
 mod epochs;
+mod networks;
 mod report;
 mod workloads;
 
@@ -70,7 +71,16 @@ fn parse_args() -> Result<Args, String> {
             // cargo bench passes --bench to harness-less benches.
             "--bench" => {}
             "--backend" => a.backend = value()?,
-            "--workloads" => a.workloads = value()?.split(',').map(str::to_string).collect(),
+            // `networks` stands for every real architecture (networks.rs).
+            "--workloads" => {
+                a.workloads = value()?
+                    .split(',')
+                    .flat_map(|name| match name {
+                        "networks" => networks::NAMES.iter().map(|s| s.to_string()).collect(),
+                        name => vec![name.to_string()],
+                    })
+                    .collect()
+            }
             "--warmup" => a.warmup = number(value()?)?,
             "--steps" => a.steps = number(value()?)?,
             "--repeats" => a.repeats = number(value()?)?,
@@ -179,7 +189,9 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
         if epochs::NAMES.contains(&name.as_str()) {
             continue;
         }
-        let Some((mut step, flops)) = workloads::build::<B>(name, device) else {
+        let built = workloads::build::<B>(name, device)
+            .or_else(|| networks::build::<B>(name, device).map(|step| (step, f64::NAN)));
+        let Some((mut step, flops)) = built else {
             eprintln!("unknown workload {name}");
             std::process::exit(2);
         };

@@ -6,8 +6,14 @@
 //! pass of its own where burn's generic one is slow on the CPU.
 //!
 //! - [`conv`]: burn's `Conv2d` forward and backward as Winograd (3×3) or im2col + GEMM;
-//! - [`linear`]: burn's `Linear` as one GEMM per pass, bias and ReLU fused;
+//! - [`linear`]: burn's `Linear` (inputs of any rank) as one GEMM per pass, bias and ReLU fused;
 //! - [`pool`]: burn's `MaxPool2d` with a backward pass that adds at the recorded maxima;
+//! - [`activation`]: GELU as one pass forward and one backward (the exact derivative);
+//! - [`attention`]: multi-head attention (mask, causal, dropout) fused per head on strided
+//!   GEMMs, with its own backward pass;
+//! - [`dropout`]: burn's `Dropout` with masks hashed from a seed, regenerated backwards;
+//! - [`norm`]: burn's `LayerNorm` as one pass forward and one backward;
+//! - [`softmax`]: attention's masked softmax as one pass forward and one backward;
 //! - [`kd_ce`]: Hinton's distillation term and cross-entropy in one pass over the logits;
 //! - [`adamw`]: AdamW as one in-place pass per parameter, burn's state and results;
 //! - [`lora_weight`]: a LoRA target's weight `W0 + s·ΔW` as one GEMM, two thin GEMMs back;
@@ -34,15 +40,20 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activation;
 pub mod adamw;
 pub mod allocator;
+pub mod attention;
 pub mod conv;
 mod cpu;
+pub mod dropout;
 pub mod error;
 pub mod kd_ce;
 pub mod linear;
 pub mod lora_weight;
+pub mod norm;
 pub mod pool;
+pub mod softmax;
 pub mod threads;
 
 pub use error::{KernelError, Result};

@@ -4,13 +4,13 @@
 
 use super::BertConfig;
 use crate::adapter::{BottleneckAdapter, BottleneckConfig};
+use crate::kernels::{attention, attention_softmax, dropout, gelu, layer_norm as norm, linear};
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 #[derive(Module, Debug)]
@@ -24,6 +24,8 @@ pub struct BertEmbeddings<B: Backend> {
     /// Normalisation after the sum.
     pub layer_norm: LayerNorm<B>,
     dropout: Dropout,
+    /// The norm's `ε` (burn's `LayerNorm` keeps its own private), for the CPU kernel.
+    layer_norm_eps: f64,
 }
 
 impl<B: Backend> BertEmbeddings<B> {
@@ -36,6 +38,7 @@ impl<B: Backend> BertEmbeddings<B> {
                 .init(device),
             layer_norm: layer_norm(c, device),
             dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            layer_norm_eps: c.layer_norm_eps,
         }
     }
 
@@ -54,7 +57,10 @@ impl<B: Backend> BertEmbeddings<B> {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(types);
-        self.dropout.forward(self.layer_norm.forward(x))
+        dropout(
+            &self.dropout,
+            norm(&self.layer_norm, self.layer_norm_eps, x),
+        )
     }
 }
 
@@ -95,28 +101,41 @@ impl<B: Backend> BertSelfAttention<B> {
             .swap_dims(1, 2)
     }
 
-    /// Returns the context `[batch, seq, hidden]` and the attention probabilities
-    /// `[batch, heads, seq, seq]`. `additive_mask` is `[batch, 1, 1, seq]`, 0 where a key
-    /// may be attended and a large negative number at padding.
+    /// Returns the context `[batch, seq, hidden]` and, when `output_attentions`, the
+    /// attention probabilities `[batch, heads, seq, seq]`. `additive_mask` is `[batch, 1, 1,
+    /// seq]` (or any shape of `batch · seq` values), 0 where a key may be attended and a
+    /// large negative number at padding.
+    ///
+    /// Without the maps, attention is one fused operation on the CPU backends
+    /// ([`crate::kernels`]); with them, tensor operations that keep the probabilities (and
+    /// their gradient, for distilling attention).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         additive_mask: Tensor<B, 4>,
-    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        output_attentions: bool,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 4>>) {
         let [batch, seq, hidden] = x.dims();
+        let q = linear(&self.query, x.clone());
+        let k = linear(&self.key, x.clone());
+        let v = linear(&self.value, x);
+        let key_bias = additive_mask.reshape([batch, seq]);
+        if !output_attentions {
+            let context = attention(q, k, v, Some(key_bias), self.heads, self.dropout.prob);
+            return (context, None);
+        }
         let head_dim = hidden / self.heads;
-        let q = self.split_heads(self.query.forward(x.clone()));
-        let k = self.split_heads(self.key.forward(x.clone()));
-        let v = self.split_heads(self.value.forward(x));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt() + additive_mask;
-        let probs = softmax(scores, 3);
-        let context = self
-            .dropout
-            .forward(probs.clone())
-            .matmul(v)
+        // The scale on the queries (`[batch, heads, seq, head_dim]`) rather than on the
+        // scores (`seq` times as many values when `seq` exceeds `head_dim`), as PyTorch's
+        // scaled dot-product attention does; the same up to rounding.
+        let q = self.split_heads(q) / (head_dim as f64).sqrt();
+        let scores = q.matmul(self.split_heads(k).swap_dims(2, 3));
+        let probs = attention_softmax(scores, Some(key_bias));
+        let context = dropout(&self.dropout, probs.clone())
+            .matmul(self.split_heads(v))
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
-        (context, probs)
+        (context, Some(probs))
     }
 }
 
@@ -133,6 +152,8 @@ pub struct BertResidualOutput<B: Backend> {
     /// [`Bert::with_adapters`](super::Bert::with_adapters).
     pub adapter: Option<BottleneckAdapter<B>>,
     dropout: Dropout,
+    /// The norm's `ε` (burn's `LayerNorm` keeps its own private), for the CPU kernel.
+    layer_norm_eps: f64,
 }
 
 impl<B: Backend> BertResidualOutput<B> {
@@ -145,16 +166,17 @@ impl<B: Backend> BertResidualOutput<B> {
                 .adapter_size
                 .and_then(|n| BottleneckConfig::new(c.hidden_size, n).init(device).ok()),
             dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            layer_norm_eps: c.layer_norm_eps,
         }
     }
 
     fn forward(&self, x: Tensor<B, 3>, residual: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.dropout.forward(self.dense.forward(x));
+        let h = dropout(&self.dropout, linear(&self.dense, x));
         let h = match &self.adapter {
             Some(adapter) => adapter.forward(h),
             None => h,
         };
-        self.layer_norm.forward(h + residual)
+        norm(&self.layer_norm, self.layer_norm_eps, h + residual)
     }
 
     pub(crate) fn add_adapter(&mut self, size: usize, device: &B::Device) -> crate::Result<()> {
@@ -205,18 +227,20 @@ impl<B: Backend> BertLayer<B> {
         }
     }
 
-    /// Returns the layer's output and its attention probabilities.
+    /// Returns the layer's output and, when `output_attentions`, its attention
+    /// probabilities.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         additive_mask: Tensor<B, 4>,
-    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let (context, probs) = self
-            .attention
-            .self_attention
-            .forward(x.clone(), additive_mask);
+        output_attentions: bool,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 4>>) {
+        let (context, probs) =
+            self.attention
+                .self_attention
+                .forward(x.clone(), additive_mask, output_attentions);
         let attended = self.attention.output.forward(context, x);
-        let expanded = gelu(self.intermediate.dense.forward(attended.clone()));
+        let expanded = gelu(linear(&self.intermediate.dense, attended.clone()));
         (self.output.forward(expanded, attended), probs)
     }
 }
@@ -241,6 +265,47 @@ impl<B: Backend> BertPooler<B> {
         let cls = hidden
             .slice([0..batch, 0..1, 0..width])
             .reshape([batch, width]);
-        self.dense.forward(cls).tanh()
+        linear(&self.dense, cls).tanh()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::{Distribution, Tolerance};
+
+    type A = Autodiff<NdArray>;
+
+    /// The fused attention (no maps asked for) and the tensor-operation one (maps kept) give
+    /// one layer the same output and the same gradients, with padding in the batch.
+    #[test]
+    fn fused_and_unfused_attention_agree() {
+        let device = Default::default();
+        let mut config = BertConfig::all_minilm_l6_v2().narrower(32, 4);
+        config.hidden_dropout_prob = 0.0;
+        config.attention_probs_dropout_prob = 0.0;
+        let layer = BertLayer::<A>::new(&config, &device);
+        crate::freeze::materialize(&layer);
+        let x = Tensor::<A, 3>::random([3, 7, 32], Distribution::Normal(0.0, 1.0), &device);
+        let mut mask = vec![0.0f32; 21];
+        mask[7 + 5..14].iter_mut().for_each(|m| *m = -10_000.0);
+        let mask = Tensor::<A, 4>::from_data(TensorData::new(mask, [3, 1, 1, 7]), &device);
+        let (fused, none) = layer.forward(x.clone(), mask.clone(), false);
+        let (unfused, maps) = layer.forward(x, mask, true);
+        assert!(none.is_none());
+        assert_eq!(maps.map(|m| m.dims()), Some([3, 4, 7, 7]));
+        let tolerance = Tolerance::rel_abs(1e-4, 1e-5);
+        fused
+            .clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&unfused.clone().into_data(), tolerance);
+        let weight = &layer.attention.self_attention.query.weight;
+        let a = weight.grad(&fused.powi_scalar(2).sum().backward()).unwrap();
+        let b = weight
+            .grad(&unfused.powi_scalar(2).sum().backward())
+            .unwrap();
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), tolerance);
     }
 }

@@ -176,12 +176,10 @@ impl<B: Backend> Bert<B> {
         let mut hidden_states = vec![x.clone()];
         let mut attentions = Vec::new();
         for layer in &self.encoder.layer {
-            let (y, probs) = layer.forward(x, additive.clone());
+            let (y, probs) = layer.forward(x, additive.clone(), output_attentions);
             x = y;
             hidden_states.push(x.clone());
-            if output_attentions {
-                attentions.push(probs);
-            }
+            attentions.extend(probs);
         }
         BertOutput {
             last_hidden_state: x,

@@ -7,7 +7,9 @@
 
 pub(crate) mod gemm;
 pub(crate) mod layer;
+pub(crate) mod random;
 pub(crate) mod relu;
+pub(crate) mod reshape;
 pub(crate) mod route;
 pub(crate) mod tensor;
 pub(crate) mod vector_isa;

@@ -24,12 +24,15 @@
 mod kernel;
 mod layer;
 
+use crate::cpu::reshape::reshape;
+
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-/// `layer.forward(x)` for a batch of row vectors `x` `[batch, d_input]`: the same values
-/// (to float rounding) and gradients, one GEMM per pass on the CPU backends (see the
+/// `layer.forward(x)` for `x` `[..., d_input]` (rows of any rank: `[batch, d_input]`,
+/// a transformer's `[batch, seq, d_input]`, …): the same values (to float rounding) and
+/// gradients, one GEMM per pass over all leading dimensions on the CPU backends (see the
 /// [module docs](self)).
 ///
 /// ```
@@ -39,38 +42,57 @@ use burn::tensor::activation::relu;
 ///
 /// let device = Default::default();
 /// let layer = LinearConfig::new(3, 2).init::<NdArray>(&device);
-/// let x = Tensor::<NdArray, 2>::ones([4, 3], &device);
+/// let x = Tensor::<NdArray, 3>::ones([4, 5, 3], &device);
 /// let y = burn_cpu_kernels::linear::linear(&layer, x.clone());
+/// assert_eq!(y.dims(), [4, 5, 2]);
 /// y.into_data()
 ///     .assert_approx_eq::<f32>(&layer.forward(x).into_data(), Default::default());
 /// ```
-pub fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-    match layer::run(operands(layer, x), false) {
-        Ok(y) => y,
-        Err((x, ..)) => layer.forward(x),
-    }
+pub fn linear<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    as_rows(layer, x, false, |layer, x| layer.forward(x))
 }
 
-/// `relu(layer.forward(x))`, with ReLU fused into the layer's pass on the CPU backends.
-pub fn linear_relu<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-    match layer::run(operands(layer, x), true) {
-        Ok(y) => y,
-        Err((x, ..)) => relu(layer.forward(x)),
-    }
+/// `relu(layer.forward(x))` for `x` `[..., d_input]`, with ReLU fused into the layer's
+/// pass on the CPU backends.
+pub fn linear_relu<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    as_rows(layer, x, true, |layer, x| relu(layer.forward(x)))
 }
 
-fn operands<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> crate::cpu::layer::Operands<B, 2> {
-    (
-        x,
+/// Runs the layer on `x`'s rows (all leading dimensions as one): `[rows, d_input]` is a
+/// view of the same memory, so the kernel's one GEMM covers a whole sequence batch. Any
+/// other case (rank 0, other backends, a width that does not fit) takes `fallback` on `x`
+/// as it came.
+fn as_rows<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+    relu: bool,
+    fallback: impl FnOnce(&Linear<B>, Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let Some((&width, leading)) = dims.split_last() else {
+        return fallback(layer, x);
+    };
+    let rows = leading.iter().product::<usize>();
+    let operands = (
+        reshape::<B, D, 2>(x, [rows, width]),
         layer.weight.val(),
         layer.bias.as_ref().map(|bias| bias.val()),
-    )
+    );
+    match layer::run(operands, relu) {
+        Ok(y) => {
+            let mut out = dims;
+            out[D - 1] = y.dims()[1];
+            reshape(y, out)
+        }
+        Err((x, ..)) => fallback(layer, reshape(x, dims)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
+    use burn::module::AutodiffModule;
     use burn::nn::LinearConfig;
     use burn::tensor::{Distribution, Tolerance};
 
@@ -140,6 +162,38 @@ mod tests {
             frozen.bias.as_ref().unwrap().grad(&grads).unwrap(),
             bias.grad(&reference).unwrap(),
         );
+    }
+
+    /// A sequence batch `[batch, seq, d]` (a transformer's layers) and a single row `[d]`:
+    /// values and gradients as burn's layer gives them.
+    #[test]
+    fn any_rank_matches_burns_layer() {
+        let layer = LinearConfig::new(24, 40).init::<A>(&Default::default());
+        let x = Tensor::<A, 3>::random(
+            [3, 17, 24],
+            Distribution::Normal(0.0, 1.0),
+            &Default::default(),
+        )
+        .require_grad();
+        let dy = Tensor::<A, 3>::random(
+            [3, 17, 40],
+            Distribution::Normal(0.0, 1.0),
+            &Default::default(),
+        );
+        let ours = linear(&layer, x.clone());
+        let reference = layer.forward(x.clone());
+        assert_eq!(ours.dims(), [3, 17, 40]);
+        close(ours.clone().inner(), reference.clone().inner());
+        let g = (ours * dy.clone()).sum().backward();
+        let r = (reference * dy).sum().backward();
+        close(x.grad(&g).unwrap(), x.grad(&r).unwrap());
+        close(
+            layer.weight.grad(&g).unwrap(),
+            layer.weight.grad(&r).unwrap(),
+        );
+        let row = input::<NdArray>(1, 24).reshape([24]);
+        let inner = layer.valid();
+        close(linear(&inner, row.clone()), inner.forward(row));
     }
 
     /// Without autodiff, and without a bias.

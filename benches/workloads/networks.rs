@@ -1,0 +1,174 @@
+//! The real architectures of `benches/pytorch/torch_networks.py`, built with this crate's
+//! public API as a user fine-tunes them: BERT at MiniLM-L6's size (batch 16 × 128 tokens,
+//! `[CLS]` → Linear 384→2, AdamW), torchvision's ResNet-18, ResNet-50 and MobileNetV2
+//! (batch 16 × 3 × 128 × 128, a new Linear head with 10 outputs, SGD with momentum 0.9).
+//! `_full` trains everything; `_head` trains the head on a body frozen by type (`Frozen`: it
+//! runs on the inner backend, in inference mode); `bert_lora` trains LoRA r = 8 on the
+//! attention's query and value projections plus the head (no PyTorch row: its goal is
+//! against `bert_full`).
+
+use crate::workloads::{N_BATCHES, Step};
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
+use burn_transfer::adapter::{LoraConfig, LoraModel};
+use burn_transfer::finetune::{FineTuneSession, OptimizerKind};
+use burn_transfer::head::{Pooled, Pooling};
+use burn_transfer::models::bert::{Bert, BertConfig, BertInput};
+use burn_transfer::models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
+use burn_transfer::models::resnet::{ResNet, ResNetConfig};
+use burn_transfer::prelude::*;
+
+/// The networks, in the reference's order (`bert_lora` is ours only).
+pub const NAMES: [&str; 9] = [
+    "bert_full",
+    "bert_head",
+    "bert_lora",
+    "resnet18_full",
+    "resnet18_head",
+    "resnet50_full",
+    "resnet50_head",
+    "mobilenetv2_full",
+    "mobilenetv2_head",
+];
+
+const BATCH: usize = 16;
+const SEQ: usize = 128;
+const IMAGE: usize = 128;
+const CLASSES: usize = 10;
+
+fn session_step<B, M, X>(
+    mut session: FineTuneSession<B, M>,
+    batches: Vec<ClassificationBatch<B, X>>,
+) -> Step
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Classifier<B, Input = X> + 'static,
+    X: Clone + 'static,
+{
+    session.begin_epoch(1).expect("epoch starts");
+    Box::new(move |i| {
+        let batch = batches[i % N_BATCHES].clone();
+        session.train_step(batch, 0.5).expect("step runs").loss
+    })
+}
+
+fn labels<B: Backend>(classes: usize, device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::random([BATCH], Distribution::Uniform(0.0, classes as f64), device)
+}
+
+fn token_batches<B: Backend>(
+    vocab: usize,
+    device: &B::Device,
+) -> Vec<ClassificationBatch<B, BertInput<B>>> {
+    (0..N_BATCHES)
+        .map(|_| {
+            let ids = Tensor::<B, 2, Int>::random(
+                [BATCH, SEQ],
+                Distribution::Uniform(0.0, vocab as f64),
+                device,
+            );
+            ClassificationBatch::new(BertInput::new(ids), labels::<B>(2, device))
+        })
+        .collect()
+}
+
+fn image_batches<B: Backend>(device: &B::Device) -> Vec<ClassificationBatch<B, Tensor<B, 4>>> {
+    (0..N_BATCHES)
+        .map(|_| {
+            let x = Tensor::random(
+                [BATCH, 3, IMAGE, IMAGE],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            );
+            ClassificationBatch::new(x, labels::<B>(CLASSES, device))
+        })
+        .collect()
+}
+
+fn sgd<B: AutodiffBackend>() -> FineTuner<B> {
+    crate::workloads::tuner::<B>()
+        .learning_rate(0.01)
+        .optimizer(OptimizerKind::sgd_momentum(0.9))
+}
+
+fn bert<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
+    let config = BertConfig::all_minilm_l6_v2();
+    let data = token_batches::<B>(config.vocab_size, device);
+    let encoder = Pooled::new(Bert::<B>::new(&config, device).ok()?, Pooling::Cls);
+    let adamw = crate::workloads::tuner::<B>().learning_rate(1e-4);
+    Some(match name {
+        "bert_full" => {
+            let model = TransferModel::with_linear_head(encoder, 2, device).ok()?;
+            session_step(adamw.session(model).ok()?, data)
+        }
+        "bert_head" => {
+            let model = TransferModel::with_linear_head(Frozen::new(encoder), 2, device).ok()?;
+            session_step(adamw.session(model).ok()?, data)
+        }
+        "bert_lora" => {
+            let model = LoraModel::new(
+                TransferModel::with_linear_head(encoder, 2, device).ok()?,
+                "bench",
+                LoraConfig::new(
+                    8,
+                    16.0,
+                    ["*.self_attention.query", "*.self_attention.value"],
+                ),
+            )
+            .ok()?
+            .unfreeze_base("head")
+            .ok()?;
+            session_step(adamw.session(model).ok()?, data)
+        }
+        _ => return None,
+    })
+}
+
+fn cnn<B, Bb>(body: Bb, frozen: bool, device: &B::Device) -> Option<Step>
+where
+    B: AutodiffBackend,
+    Bb: Backbone<B, Input = Tensor<B, 4>> + AutodiffModule<B> + 'static,
+    Bb::InnerModule: Backbone<B::InnerBackend, Input = Tensor<B::InnerBackend, 4>>,
+{
+    let data = image_batches::<B>(device);
+    if frozen {
+        let model = TransferModel::with_linear_head(Frozen::new(body), CLASSES, device).ok()?;
+        Some(session_step(sgd::<B>().session(model).ok()?, data))
+    } else {
+        let model = TransferModel::with_linear_head(body, CLASSES, device).ok()?;
+        Some(session_step(sgd::<B>().session(model).ok()?, data))
+    }
+}
+
+/// The network workload `name` on backend `B`.
+pub fn build<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
+    B::seed(device, 0);
+    let (family, mode) = name.rsplit_once('_')?;
+    let frozen = match mode {
+        "full" => false,
+        "head" => true,
+        _ if family == "bert" => return bert::<B>(name, device),
+        _ => return None,
+    };
+    match family {
+        "bert" => bert::<B>(name, device),
+        "resnet18" => cnn::<B, _>(
+            ResNet::<B>::new(&ResNetConfig::resnet18(), device).ok()?,
+            frozen,
+            device,
+        ),
+        "resnet50" => cnn::<B, _>(
+            ResNet::<B>::new(&ResNetConfig::resnet50(), device).ok()?,
+            frozen,
+            device,
+        ),
+        "mobilenetv2" => cnn::<B, _>(
+            MobileNetV2::<B>::new(&MobileNetV2Config::default(), device).ok()?,
+            frozen,
+            device,
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,214 @@
+//! GELU (the exact one, `x · Φ(x)`, as burn's `gelu` and PyTorch's default) as one
+//! operation on the CPU backends.
+//!
+//! Why: on ndarray, burn's `gelu` is five passes with the error function computed one
+//! element at a time in `f64` on one thread, and its backward pass fifteen more (for the
+//! derivative of the tanh approximation); a transformer's feed-forward block runs it on its
+//! widest tensor. Here the forward pass is one parallel pass, and the backward pass one more
+//! with the exact derivative `Φ(x) + x·φ(x)` (what PyTorch computes; burn's approximation
+//! differs from it by up to about 1e-3 of the gradient).
+
+use crate::cpu::route::{HostBackend, HostOp, record, route};
+use crate::cpu::tensor::{from_host, host_values, primitive};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops};
+use rayon::prelude::*;
+use std::f32::consts::FRAC_1_SQRT_2;
+
+/// Elements per parallel task.
+const TASK_ELEMENTS: usize = 16 * 1024;
+
+/// `1/√(2π)`.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// burn's `gelu(x)`: the same values (to float rounding), and the exact gradient.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::prelude::*;
+///
+/// let x = Tensor::<NdArray, 2>::from_floats([[-1.0, 0.0, 2.0]], &Default::default());
+/// let y = burn_cpu_kernels::activation::gelu(x.clone());
+/// y.into_data().assert_approx_eq::<f32>(
+///     &burn::tensor::activation::gelu(x).into_data(),
+///     Default::default(),
+/// );
+/// ```
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() != DType::F32 || x.dims().iter().product::<usize>() == 0 {
+        return burn::tensor::activation::gelu(x);
+    }
+    let dims = x.dims();
+    match route(&Gelu { dims }, x) {
+        Ok(y) => y,
+        Err(x) => burn::tensor::activation::gelu(x),
+    }
+}
+
+/// `x · Φ(x)`.
+fn gelu_value(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2))
+}
+
+/// `d/dx (x · Φ(x)) = Φ(x) + x · φ(x)`.
+fn gelu_slope(x: f32) -> f32 {
+    0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2)) + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+}
+
+/// One call: the tensor's dimensions.
+#[derive(Clone, Copy, Debug)]
+struct Gelu<const D: usize> {
+    dims: [usize; D],
+}
+
+fn forward(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(TASK_ELEMENTS)
+        .zip(x.par_chunks(TASK_ELEMENTS))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = gelu_value(x)));
+    y
+}
+
+fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(TASK_ELEMENTS)
+        .zip(
+            x.par_chunks(TASK_ELEMENTS)
+                .zip(dy.par_chunks(TASK_ELEMENTS)),
+        )
+        .for_each(|(dx, (x, dy))| {
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                *dx = dy * gelu_slope(x);
+            }
+        });
+    dx
+}
+
+impl<const D: usize> HostOp for Gelu<D> {
+    type Operands<B: Backend> = Tensor<B, D>;
+    type Output<B: Backend> = Tensor<B, D>;
+
+    fn infers_on(&self, backend: HostBackend) -> bool {
+        // Flex's own gelu is already one parallel pass.
+        backend == HostBackend::NdArray
+    }
+
+    fn inference<B: Backend>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let device = x.device();
+        let x = primitive(x);
+        from_host(forward(&host_values::<B, D>(&x)), self.dims, &device)
+    }
+
+    fn training<B: Backend, C: CheckpointStrategy>(
+        &self,
+        x: Tensor<Autodiff<B, C>, D>,
+    ) -> Tensor<Autodiff<B, C>, D> {
+        let device: B::Device = x.device();
+        let x = primitive(x);
+        let y = forward(&host_values::<B, D>(&x.primitive));
+        let y = primitive(from_host::<B, D>(y, self.dims, &device));
+        let saved = GeluSaved::<B, D> {
+            input: x.primitive.clone(),
+            dims: self.dims,
+            device,
+        };
+        let output = record(GeluBackward::<D>.prepare::<C>([x.node]), saved, y);
+        Tensor::from_primitive(TensorPrimitive::Float(output))
+    }
+}
+
+/// The input (shared with its tensor, not copied) and its dimensions.
+#[derive(Clone)]
+struct GeluSaved<B: Backend, const D: usize> {
+    input: B::FloatTensorPrimitive,
+    dims: [usize; D],
+    device: B::Device,
+}
+
+impl<B: Backend, const D: usize> std::fmt::Debug for GeluSaved<B, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeluSaved")
+            .field("dims", &self.dims)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward<const D: usize>;
+
+impl<B: Backend, const D: usize> Backward<B, 1> for GeluBackward<D> {
+    type State = GeluSaved<B, D>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [Some(parent)] = ops.parents else {
+            return;
+        };
+        let GeluSaved {
+            input,
+            dims,
+            device,
+        } = ops.state;
+        let dx = backward(&host_values::<B, D>(&input), &host_values::<B, D>(&dy));
+        grads.register::<B>(parent.id, primitive(from_host::<B, D>(dx, dims, &device)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::{Distribution, Tolerance};
+
+    type A = Autodiff<NdArray>;
+
+    /// Values as burn's `gelu`, over more elements than one task.
+    #[test]
+    fn values_match_burns_gelu() {
+        let x = Tensor::<A, 3>::random(
+            [7, 33, 150],
+            Distribution::Normal(0.0, 3.0),
+            &Default::default(),
+        );
+        let reference = burn::tensor::activation::gelu(x.clone());
+        gelu(x.clone())
+            .inner()
+            .into_data()
+            .assert_approx_eq::<f32>(&reference.inner().into_data(), Tolerance::absolute(1e-5));
+        let inner = x.inner();
+        gelu(inner.clone()).into_data().assert_approx_eq::<f32>(
+            &burn::tensor::activation::gelu(inner).into_data(),
+            Tolerance::absolute(1e-5),
+        );
+    }
+
+    /// The gradient is the exact derivative: against central differences of the forward
+    /// pass in `f64`, and within burn's tanh approximation of it.
+    #[test]
+    fn gradient_is_the_exact_derivative() {
+        let device = Default::default();
+        let points: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1).collect();
+        let x = Tensor::<A, 1>::from_floats(points.as_slice(), &device).require_grad();
+        let ours = gelu(x.clone()).sum().backward();
+        let ours = x.grad(&ours).unwrap().into_data().to_vec::<f32>().unwrap();
+        let exact = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+        for (&p, &g) in points.iter().zip(&ours) {
+            let h = 1e-4;
+            let numeric = (exact(p as f64 + h) - exact(p as f64 - h)) / (2.0 * h);
+            assert!(
+                (g as f64 - numeric).abs() < 1e-5,
+                "at {p}: {g} vs {numeric}"
+            );
+        }
+        let burns = burn::tensor::activation::gelu(x.clone()).sum().backward();
+        x.grad(&burns).unwrap().into_data().assert_approx_eq::<f32>(
+            &Tensor::<NdArray, 1>::from_floats(ours.as_slice(), &device).into_data(),
+            Tolerance::absolute(2e-3),
+        );
+    }
+}
