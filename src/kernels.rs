@@ -33,7 +33,7 @@ use crate::error::TransferError;
 use burn::module::AutodiffModule;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::{BatchNorm, LayerNorm, Linear};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -167,6 +167,51 @@ pub(crate) fn attention_softmax<B: Backend>(
             None => scores,
         };
         burn::tensor::activation::softmax(scores, 3)
+    }
+}
+
+/// What follows a batch norm (and a residual sum) in [`batch_norm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NormActivation {
+    /// Nothing.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+}
+
+/// `activation(layer.forward(x) + residual)` for burn's `BatchNorm` over NCHW maps: one
+/// pass forward (and its own backward) on the CPU backends, where the norm is otherwise
+/// about fifteen recorded operations on a CNN's largest tensors.
+pub(crate) fn batch_norm<B: Backend>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Option<Tensor<B, 4>>,
+    activation: NormActivation,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "cpu-kernels")]
+    {
+        use burn_cpu_kernels::batch_norm::{NormActivation as Kernel, batch_norm};
+        let activation = match activation {
+            NormActivation::Identity => Kernel::Identity,
+            NormActivation::Relu => Kernel::Relu,
+            NormActivation::Relu6 => Kernel::Relu6,
+        };
+        batch_norm(layer, x, residual, activation)
+    }
+    #[cfg(not(feature = "cpu-kernels"))]
+    {
+        let y = layer.forward(x);
+        let y = match residual {
+            Some(r) => y + r,
+            None => y,
+        };
+        match activation {
+            NormActivation::Identity => y,
+            NormActivation::Relu => burn::tensor::activation::relu(y),
+            NormActivation::Relu6 => y.clamp(0.0, 6.0),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Convolution + batch norm (+ activation): the unit torchvision's CNNs are built from.
 
+use crate::kernels::NormActivation;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -23,6 +24,15 @@ impl Activation {
             Self::Identity => x,
             Self::Relu => burn::tensor::activation::relu(x),
             Self::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The same activation for [`crate::kernels::batch_norm`].
+    pub(crate) fn after_norm(self) -> NormActivation {
+        match self {
+            Self::Identity => NormActivation::Identity,
+            Self::Relu => NormActivation::Relu,
+            Self::Relu6 => NormActivation::Relu6,
         }
     }
 }
@@ -90,8 +100,14 @@ impl<B: Backend> ConvBn<B> {
 
     /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.activation
-            .apply(self.bn.forward(crate::kernels::conv2d(&self.conv, x)))
+        self.forward_plus(x, None)
+    }
+
+    /// `activation(bn(conv(x)) + residual)`: the sum before the activation, as one
+    /// operation with the norm where the kernels run.
+    pub fn forward_plus(&self, x: Tensor<B, 4>, residual: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        let y = crate::kernels::conv2d(&self.conv, x);
+        crate::kernels::batch_norm(&self.bn, y, residual, self.activation.after_norm())
     }
 }
 

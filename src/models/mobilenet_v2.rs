@@ -60,8 +60,10 @@ impl<B: Backend> InvertedResidual<B> {
             Some(expand) => expand.forward(x.clone()),
             None => x.clone(),
         };
-        let y = self.project.forward(self.depthwise.forward(y));
-        if self.residual { x + y } else { y }
+        let y = self.depthwise.forward(y);
+        // The residual sum joins the projection's norm (one pass where the kernels run).
+        let residual = self.residual.then_some(x);
+        self.project.forward_plus(y, residual)
     }
 }
 

@@ -8,7 +8,7 @@
 //! [`replace_linear_head`](TransferModel::replace_linear_head).
 
 use super::WithLinearHead;
-use super::conv_bn::{Activation, ConvSpec, conv, global_avg_pool};
+use super::conv_bn::{ConvSpec, conv, global_avg_pool};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
 use crate::head::TransferModel;
@@ -90,20 +90,26 @@ impl<B: Backend> ResidualBlock<B> {
 
     /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let relu = Activation::Relu;
-        let y = relu.apply(
-            self.bn1
-                .forward(crate::kernels::conv2d(&self.conv1, x.clone())),
-        );
-        let mut y = self.bn2.forward(crate::kernels::conv2d(&self.conv2, y));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(crate::kernels::conv2d(conv3, relu.apply(y)));
-        }
+        use crate::kernels::{NormActivation, batch_norm, conv2d};
+        let relu = NormActivation::Relu;
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(crate::kernels::conv2d(&d.conv, x)),
-            None => x,
+            Some(d) => batch_norm(
+                &d.bn,
+                conv2d(&d.conv, x.clone()),
+                None,
+                NormActivation::Identity,
+            ),
+            None => x.clone(),
         };
-        relu.apply(y + shortcut)
+        let y = batch_norm(&self.bn1, conv2d(&self.conv1, x), None, relu);
+        // The last norm takes the shortcut and the ReLU with it (one pass on the CPU).
+        match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let y = batch_norm(&self.bn2, conv2d(&self.conv2, y), None, relu);
+                batch_norm(bn3, conv2d(conv3, y), Some(shortcut), relu)
+            }
+            _ => batch_norm(&self.bn2, conv2d(&self.conv2, y), Some(shortcut), relu),
+        }
     }
 }
 
@@ -248,9 +254,11 @@ impl<B: Backend> ResNet<B> {
     /// The output of each stage (`layer1` … `layer4`, strides 4, 8, 16, 32): what
     /// attention transfer and FitNets hints compare between a teacher and a student.
     pub fn stage_maps(&self, images: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
-        let x = Activation::Relu.apply(
-            self.bn1
-                .forward(crate::kernels::conv2d(&self.conv1, images)),
+        let x = crate::kernels::batch_norm(
+            &self.bn1,
+            crate::kernels::conv2d(&self.conv1, images),
+            None,
+            crate::kernels::NormActivation::Relu,
         );
         let mut x = crate::kernels::max_pool2d(&self.pool, x);
         let mut maps = Vec::with_capacity(4);

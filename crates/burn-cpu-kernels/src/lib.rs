@@ -11,6 +11,8 @@
 //! - [`activation`]: GELU as one pass forward and one backward (the exact derivative);
 //! - [`attention`]: multi-head attention (mask, causal, dropout) fused per head on strided
 //!   GEMMs, with its own backward pass;
+//! - [`batch_norm`]: burn's `BatchNorm`, a residual sum and ReLU/ReLU6 as one pass forward
+//!   and two backward;
 //! - [`dropout`]: burn's `Dropout` with masks hashed from a seed, regenerated backwards;
 //! - [`norm`]: burn's `LayerNorm` as one pass forward and one backward;
 //! - [`softmax`]: attention's masked softmax as one pass forward and one backward;
@@ -44,6 +46,7 @@ pub mod activation;
 pub mod adamw;
 pub mod allocator;
 pub mod attention;
+pub mod batch_norm;
 pub mod conv;
 mod cpu;
 pub mod dropout;

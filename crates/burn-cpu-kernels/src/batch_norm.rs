@@ -1,0 +1,612 @@
+//! burn's `BatchNorm` over NCHW maps, followed by an optional residual sum and an
+//! activation, as one operation on the CPU backends: `act(bn(x) + residual)`.
+//!
+//! Why: in training burn's `BatchNorm` is about fifteen tensor operations (the statistics
+//! through a transposed copy of the map, then subtract, divide, scale, shift, each recorded
+//! by autodiff), and the ReLU or ReLU6 and the residual sum after it two more; a CNN runs
+//! one after every convolution, on its largest tensors. They were half of MobileNetV2's
+//! training step. Here the statistics are one read of the map (sums in `f64`), the output
+//! one write, and the backward pass two reads (the per-channel sums, then the input
+//! gradient) from the saved input and output (shared with their tensors, not copied).
+//!
+//! Semantics are burn's: in training (autodiff) the batch's mean and biased variance
+//! normalise the map and move the running statistics by `momentum`; without autodiff the
+//! running statistics normalise it. Other backends, element types and ranks get burn's
+//! operations.
+
+use crate::cpu::route::{HostBackend, HostOp, record, route};
+use crate::cpu::tensor::{from_host, host_values, primitive};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+use burn_autodiff::Autodiff;
+use burn_autodiff::NodeId;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops};
+use rayon::prelude::*;
+
+/// What follows the norm (and the residual sum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormActivation {
+    /// Nothing.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` (MobileNet).
+    Relu6,
+}
+
+impl NormActivation {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Self::Identity => v,
+            Self::Relu => v.max(0.0),
+            Self::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The activation's slope at its output `y`.
+    fn passes(self, y: f32) -> bool {
+        match self {
+            Self::Identity => true,
+            Self::Relu => y > 0.0,
+            Self::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
+
+    /// burn's operation.
+    fn tensor<B: Backend>(self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Self::Identity => x,
+            Self::Relu => burn::tensor::activation::relu(x),
+            Self::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// Planes (`H·W` maps of one sample and channel) per parallel task, for `hw` pixels each.
+fn planes_per_task(hw: usize) -> usize {
+    (16 * 1024 / hw.max(1)).max(1)
+}
+
+/// `activation(layer.forward(x) + residual)` for a map `[batch, channels, h, w]`, with the
+/// running statistics moved in training as burn's layer moves them. Same values (to float
+/// rounding) and gradients (input, γ, β, residual) as burn's operations.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::nn::BatchNormConfig;
+/// use burn::prelude::*;
+/// use burn::tensor::Distribution;
+/// use burn_cpu_kernels::batch_norm::{NormActivation, batch_norm};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let bn = BatchNormConfig::new(3).init::<B>(&device);
+/// let x = Tensor::<B, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
+/// let y = batch_norm(&bn, x.clone(), None, NormActivation::Relu);
+/// let expected = burn::tensor::activation::relu(bn.clone().forward(x));
+/// y.into_data().assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+/// ```
+pub fn batch_norm<B: Backend>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Option<Tensor<B, 4>>,
+    activation: NormActivation,
+) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let training = B::ad_enabled(&x.device());
+    let fits = n * c * h * w > 0
+        && layer.gamma.dims() == [c]
+        && x.dtype() == DType::F32
+        && layer.gamma.dtype() == DType::F32
+        && layer.beta.dtype() == DType::F32
+        && residual
+            .as_ref()
+            .is_none_or(|r| r.dims() == [n, c, h, w] && r.dtype() == DType::F32);
+    if !fits {
+        return reference(layer, x, residual, activation);
+    }
+    // Without autodiff the running statistics normalise the map: read them once here.
+    let running = (!training).then(|| {
+        let read = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>();
+        (
+            read(layer.running_mean.value()),
+            read(layer.running_var.value()),
+        )
+    });
+    let running = match running {
+        Some((Ok(mean), Ok(var))) => Some((mean, var)),
+        Some(_) => return reference(layer, x, residual, activation),
+        None => None,
+    };
+    let call = NormCall {
+        dims: [n, c, h, w],
+        shape: [n, c, h * w],
+        epsilon: layer.epsilon,
+        activation,
+        running,
+    };
+    let operands = (x, layer.gamma.val(), layer.beta.val(), residual);
+    match route(&call, operands) {
+        Ok((y, stats)) => {
+            if let Some((mean, var)) = stats {
+                update_running(layer, &mean, &var, &y.device());
+            }
+            y
+        }
+        Err((x, _, _, residual)) => reference(layer, x, residual, activation),
+    }
+}
+
+/// burn's operations for the same thing.
+fn reference<B: Backend>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Option<Tensor<B, 4>>,
+    activation: NormActivation,
+) -> Tensor<B, 4> {
+    let y = layer.forward(x);
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    activation.tensor(y)
+}
+
+/// `running ← (1 − momentum)·running + momentum·batch`, as burn's layer does (the batch's
+/// biased variance).
+fn update_running<B: Backend>(layer: &BatchNorm<B>, mean: &[f32], var: &[f32], device: &B::Device) {
+    let m = layer.momentum;
+    let moved = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &[f32]| {
+        let old = state
+            .value_sync()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>();
+        if let Ok(old) = old {
+            let new: Vec<f32> = old
+                .iter()
+                .zip(batch)
+                .map(|(&o, &b)| ((1.0 - m) * o as f64 + m * b as f64) as f32)
+                .collect();
+            let len = new.len();
+            state.update(Tensor::from_data(TensorData::new(new, [len]), device));
+        }
+    };
+    moved(&layer.running_mean, mean);
+    moved(&layer.running_var, var);
+}
+
+/// One call: `[batch, channels, pixels]` (the map's `dims`), and the running statistics
+/// when not training.
+struct NormCall {
+    dims: [usize; 4],
+    shape: [usize; 3],
+    epsilon: f64,
+    activation: NormActivation,
+    running: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+type Operands<B> = (
+    Tensor<B, 4>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    Option<Tensor<B, 4>>,
+);
+
+/// Per-channel mean and biased variance of `x` `[n, c, hw]`.
+fn statistics(x: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+    let per_channel: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(|s| &x[(s * c + ch) * hw..][..hw]);
+            let count = (n * hw) as f64;
+            let mean = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>()
+                / count;
+            let var = planes()
+                .map(|p| {
+                    p.iter()
+                        .map(|&v| {
+                            let d = v as f64 - mean;
+                            d * d
+                        })
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / count;
+            (mean as f32, var as f32)
+        })
+        .collect();
+    per_channel.into_iter().unzip()
+}
+
+/// `act((x − mean)·inv·γ + β + residual)`, plane by plane in parallel.
+#[allow(clippy::too_many_arguments)]
+fn normalise(
+    x: &[f32],
+    residual: Option<&[f32]>,
+    scale: &[f32],
+    shift: &[f32],
+    [_, c, hw]: [usize; 3],
+    activation: NormActivation,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    let block = planes_per_task(hw) * hw;
+    y.par_chunks_mut(block).enumerate().for_each(|(task, out)| {
+        let start = task * block;
+        for (i, plane) in out.chunks_mut(hw).enumerate() {
+            let first = start + i * hw;
+            let ch = (first / hw) % c;
+            let (a, b) = (scale[ch], shift[ch]);
+            let xs = &x[first..][..hw];
+            match residual {
+                Some(r) => {
+                    let rs = &r[first..][..hw];
+                    for ((o, &v), &r) in plane.iter_mut().zip(xs).zip(rs) {
+                        *o = activation.apply(v * a + b + r);
+                    }
+                }
+                None => {
+                    for (o, &v) in plane.iter_mut().zip(xs) {
+                        *o = activation.apply(v * a + b);
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Per channel `(scale, shift)` with `y = x·scale + shift`: `γ·inv` and `β − mean·γ·inv`.
+fn affine(mean: &[f32], inv: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    mean.iter()
+        .zip(inv)
+        .zip(gamma.iter().zip(beta))
+        .map(|((&m, &i), (&g, &b))| (g * i, b - m * g * i))
+        .unzip()
+}
+
+fn inverse_std(var: &[f32], epsilon: f64) -> Vec<f32> {
+    var.iter()
+        .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+        .collect()
+}
+
+impl HostOp for NormCall {
+    type Operands<B: Backend> = Operands<B>;
+    type Output<B: Backend> = (Tensor<B, 4>, Option<(Vec<f32>, Vec<f32>)>);
+
+    fn infers_on(&self, _: HostBackend) -> bool {
+        true
+    }
+
+    fn inference<B: Backend>(&self, (x, gamma, beta, residual): Operands<B>) -> Self::Output<B> {
+        let device = x.device();
+        let (x, gamma, beta) = (primitive(x), primitive(gamma), primitive(beta));
+        let residual = residual.map(primitive);
+        let (mean, var) = match &self.running {
+            Some(stats) => (stats.0.clone(), stats.1.clone()),
+            // Inference with batch statistics (an autodiff backend's inner calls do not
+            // come here; kept total for safety).
+            None => statistics(&host_values::<B, 4>(&x), self.shape),
+        };
+        let inv = inverse_std(&var, self.epsilon);
+        let (scale, shift) = affine(
+            &mean,
+            &inv,
+            &host_values::<B, 1>(&gamma),
+            &host_values::<B, 1>(&beta),
+        );
+        let y = normalise(
+            &host_values::<B, 4>(&x),
+            residual.as_ref().map(host_values::<B, 4>).as_deref(),
+            &scale,
+            &shift,
+            self.shape,
+            self.activation,
+        );
+        (from_host(y, self.dims, &device), None)
+    }
+
+    fn training<B: Backend, C: CheckpointStrategy>(
+        &self,
+        (x, gamma, beta, residual): Operands<Autodiff<B, C>>,
+    ) -> Self::Output<Autodiff<B, C>> {
+        let device: B::Device = x.device();
+        let dims = x.dims();
+        let (x, gamma, beta) = (primitive(x), primitive(gamma), primitive(beta));
+        let residual = residual.map(primitive);
+        let xs = host_values::<B, 4>(&x.primitive);
+        let (mean, var) = statistics(&xs, self.shape);
+        let inv = inverse_std(&var, self.epsilon);
+        let gamma_values = host_values::<B, 1>(&gamma.primitive).to_vec();
+        let (scale, shift) = affine(
+            &mean,
+            &inv,
+            &gamma_values,
+            &host_values::<B, 1>(&beta.primitive),
+        );
+        let y = normalise(
+            &xs,
+            residual
+                .as_ref()
+                .map(|r| host_values::<B, 4>(&r.primitive))
+                .as_deref(),
+            &scale,
+            &shift,
+            self.shape,
+            self.activation,
+        );
+        drop(xs);
+        let y = primitive(from_host::<B, 4>(y, dims, &device));
+        let saved = NormSaved::<B> {
+            input: x.primitive.clone(),
+            output: (self.activation != NormActivation::Identity).then(|| y.clone()),
+            mean: mean.clone(),
+            inv,
+            gamma: gamma_values,
+            shape: self.shape,
+            dims,
+            activation: self.activation,
+            device,
+        };
+        let output = match residual {
+            Some(r) => record(
+                NormBackward.prepare::<C>([x.node, gamma.node, beta.node, r.node]),
+                saved,
+                y,
+            ),
+            None => record(
+                NormBackward.prepare::<C>([x.node, gamma.node, beta.node]),
+                saved,
+                y,
+            ),
+        };
+        (
+            Tensor::from_primitive(TensorPrimitive::Float(output)),
+            Some((mean, var)),
+        )
+    }
+}
+
+/// What the backward pass needs.
+#[derive(Clone)]
+struct NormSaved<B: Backend> {
+    input: B::FloatTensorPrimitive,
+    /// The output, when an activation's slope depends on it.
+    output: Option<B::FloatTensorPrimitive>,
+    mean: Vec<f32>,
+    inv: Vec<f32>,
+    gamma: Vec<f32>,
+    shape: [usize; 3],
+    dims: [usize; 4],
+    activation: NormActivation,
+    device: B::Device,
+}
+
+impl<B: Backend> std::fmt::Debug for NormSaved<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NormSaved")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parents: input, γ, β, and the residual if any.
+#[derive(Debug)]
+struct NormBackward;
+
+impl<B: Backend, const N: usize> Backward<B, N> for NormBackward {
+    type State = NormSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let parent = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref()).map(|p| p.id);
+        let nodes: [Option<NodeId>; 4] = std::array::from_fn(parent);
+        let dy = grads.consume::<B>(&ops.node);
+        let dy = host_values::<B, 4>(&dy);
+        let x = host_values::<B, 4>(&s.input);
+        let y = s.output.as_ref().map(host_values::<B, 4>);
+        let [n, c, hw] = s.shape;
+        // dz = dy · act'(y): through the activation (and the residual sum, slope 1).
+        let dz_at = |i: usize| match &y {
+            Some(y) if !s.activation.passes(y[i]) => 0.0,
+            _ => dy[i],
+        };
+        // Per channel: Σ dz and Σ dz·x̂.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, inv) = (s.mean[ch], s.inv[ch]);
+                let mut sum = 0.0f64;
+                let mut dot = 0.0f64;
+                for sample in 0..n {
+                    let first = (sample * c + ch) * hw;
+                    for i in first..first + hw {
+                        let dz = dz_at(i);
+                        sum += dz as f64;
+                        dot += (dz * (x[i] - m) * inv) as f64;
+                    }
+                }
+                (sum, dot)
+            })
+            .collect();
+        let count = (n * hw) as f32;
+        let want_input = nodes[0].is_some();
+        let want_residual = nodes[3].is_some();
+        let mut dx = if want_input {
+            vec![0.0f32; x.len()]
+        } else {
+            Vec::new()
+        };
+        let mut dr = if want_residual {
+            vec![0.0f32; x.len()]
+        } else {
+            Vec::new()
+        };
+        let block = planes_per_task(hw) * hw;
+        let fill = |task: usize, dx: Option<&mut [f32]>, dr: Option<&mut [f32]>| {
+            let start = task * block;
+            let len = dx
+                .as_ref()
+                .map(|d| d.len())
+                .or(dr.as_ref().map(|d| d.len()))
+                .unwrap_or(0);
+            let (mut dx, mut dr) = (dx, dr);
+            for offset in (0..len).step_by(hw) {
+                let first = start + offset;
+                let ch = (first / hw) % c;
+                let (m, inv, g) = (s.mean[ch], s.inv[ch], s.gamma[ch]);
+                let mean_dz = (sums[ch].0 / count as f64) as f32;
+                let mean_dot = (sums[ch].1 / count as f64) as f32;
+                for i in 0..hw {
+                    let dz = dz_at(first + i);
+                    if let Some(dr) = dr.as_deref_mut() {
+                        dr[offset + i] = dz;
+                    }
+                    if let Some(dx) = dx.as_deref_mut() {
+                        let hat = (x[first + i] - m) * inv;
+                        dx[offset + i] = g * inv * (dz - mean_dz - hat * mean_dot);
+                    }
+                }
+            }
+        };
+        match (want_input, want_residual) {
+            (true, true) => dx
+                .par_chunks_mut(block)
+                .zip(dr.par_chunks_mut(block))
+                .enumerate()
+                .for_each(|(t, (a, b))| fill(t, Some(a), Some(b))),
+            (true, false) => dx
+                .par_chunks_mut(block)
+                .enumerate()
+                .for_each(|(t, a)| fill(t, Some(a), None)),
+            (false, true) => dr
+                .par_chunks_mut(block)
+                .enumerate()
+                .for_each(|(t, b)| fill(t, None, Some(b))),
+            (false, false) => {}
+        }
+        let device = &s.device;
+        if let Some(node) = nodes[0] {
+            grads.register::<B>(node, primitive(from_host::<B, 4>(dx, s.dims, device)));
+        }
+        if let Some(node) = nodes[3] {
+            grads.register::<B>(node, primitive(from_host::<B, 4>(dr, s.dims, device)));
+        }
+        let per_channel = |pick: fn(&(f64, f64)) -> f64| -> Vec<f32> {
+            sums.iter().map(|v| pick(v) as f32).collect()
+        };
+        if let Some(node) = nodes[1] {
+            let dgamma = per_channel(|v| v.1);
+            grads.register::<B>(node, primitive(from_host::<B, 1>(dgamma, [c], device)));
+        }
+        if let Some(node) = nodes[2] {
+            let dbeta = per_channel(|v| v.0);
+            grads.register::<B>(node, primitive(from_host::<B, 1>(dbeta, [c], device)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::module::{AutodiffModule, Param};
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type A = Autodiff<NdArray>;
+
+    fn random<B: Backend, const D: usize>(dims: [usize; D]) -> Tensor<B, D> {
+        Tensor::random(dims, Distribution::Normal(0.3, 1.5), &Default::default())
+    }
+
+    fn close<const D: usize>(a: Tensor<NdArray, D>, b: Tensor<NdArray, D>) {
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Tolerance::rel_abs(2e-4, 2e-5));
+    }
+
+    fn layer() -> BatchNorm<A> {
+        let mut bn = BatchNormConfig::new(5)
+            .with_momentum(0.2)
+            .init::<A>(&Default::default());
+        bn.gamma = Param::from_tensor(random::<A, 1>([5]));
+        bn.beta = Param::from_tensor(random::<A, 1>([5]));
+        bn
+    }
+
+    /// Training: values, every gradient (input, γ, β, residual) and the running statistics
+    /// after the step, against burn's layer, for each activation, with and without a
+    /// residual, over more planes than one task.
+    #[test]
+    fn training_matches_burns_layer() {
+        for activation in [
+            NormActivation::Identity,
+            NormActivation::Relu,
+            NormActivation::Relu6,
+        ] {
+            for with_residual in [false, true] {
+                let (ours_bn, burns_bn) = (layer(), layer());
+                let burns_bn = BatchNorm {
+                    gamma: Param::from_tensor(ours_bn.gamma.val().detach().require_grad()),
+                    beta: Param::from_tensor(ours_bn.beta.val().detach().require_grad()),
+                    ..burns_bn
+                };
+                let x = random::<A, 4>([6, 5, 33, 35]).require_grad();
+                let r = with_residual.then(|| random::<A, 4>([6, 5, 33, 35]).require_grad());
+                let dy = random::<A, 4>([6, 5, 33, 35]);
+                let ours = batch_norm(&ours_bn, x.clone(), r.clone(), activation);
+                let expected = reference(&burns_bn, x.clone(), r.clone(), activation);
+                close(ours.clone().inner(), expected.clone().inner());
+                let g = (ours * dy.clone()).sum().backward();
+                let e = (expected * dy).sum().backward();
+                close(x.grad(&g).unwrap(), x.grad(&e).unwrap());
+                close(
+                    ours_bn.gamma.grad(&g).unwrap(),
+                    burns_bn.gamma.grad(&e).unwrap(),
+                );
+                close(
+                    ours_bn.beta.grad(&g).unwrap(),
+                    burns_bn.beta.grad(&e).unwrap(),
+                );
+                if let Some(r) = &r {
+                    close(r.grad(&g).unwrap(), r.grad(&e).unwrap());
+                }
+                close(
+                    ours_bn.running_mean.value().inner(),
+                    burns_bn.running_mean.value().inner(),
+                );
+                close(
+                    ours_bn.running_var.value().inner(),
+                    burns_bn.running_var.value().inner(),
+                );
+            }
+        }
+    }
+
+    /// Without autodiff the running statistics normalise the map, as burn's layer.
+    #[test]
+    fn inference_uses_the_running_statistics() {
+        let bn = layer();
+        // Move the running statistics away from 0 and 1 first.
+        let _ = batch_norm(
+            &bn,
+            random::<A, 4>([4, 5, 6, 6]),
+            None,
+            NormActivation::Relu,
+        );
+        let inner = bn.valid();
+        let x = random::<NdArray, 4>([3, 5, 7, 6]);
+        let r = random::<NdArray, 4>([3, 5, 7, 6]);
+        close(
+            batch_norm(&inner, x.clone(), Some(r.clone()), NormActivation::Relu6),
+            reference(&inner, x, Some(r), NormActivation::Relu6),
+        );
+    }
+}
