@@ -39,9 +39,10 @@ impl LayerShape<4> for ConvShape {
             // ndarray's own convolution (a SIMD direct convolution whose output is laid
             // out channels-last) ran a frozen ResNet-18 at a fifth of this one's speed.
             HostBackend::NdArray => true,
-            // Flex's own forward convolution is slower than the host one for dense kernels;
-            // grouped and depthwise ones (one small product per group here) stay with Flex.
-            HostBackend::Flex => self.groups == 1,
+            // Flex's own forward convolution is slower than the host one for dense and
+            // depthwise kernels; other grouped ones (one small product per group here) stay
+            // with Flex.
+            HostBackend::Flex => self.groups == 1 || kernel::is_depthwise(self),
         }
     }
 

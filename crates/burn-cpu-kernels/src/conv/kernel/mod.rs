@@ -10,6 +10,8 @@
 //! `super::im2col` does) writes a matrix of 85 MB for a 32→64 3×3 layer at batch 128,
 //! which costs more in page faults and memory traffic than the GEMMs themselves.
 
+mod batched;
+mod depthwise;
 mod scratch;
 mod unfold;
 mod winograd;
@@ -183,8 +185,52 @@ fn unfolded<'a>(
         gemm::Mat::with_row_stride(&input[block.start * wo..], rows, len, shape.positions())
     } else {
         let scratch = &mut scratch[..rows * len];
-        unfold::im2col(shape, input, scratch, block.clone());
+        unfold::im2col(shape, input, scratch, block.clone(), len);
         gemm::Mat::row_major(scratch, rows, len)
+    }
+}
+
+/// Whether the convolution is depthwise (one channel per group), computed directly.
+pub(crate) fn is_depthwise(shape: &ConvShape) -> bool {
+    depthwise::applies(shape)
+}
+
+/// The ways a convolution is computed here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Algorithm {
+    /// Several samples per GEMM (small maps): [`batched`].
+    Batched,
+    /// Winograd's F(2×2, 3×3): [`winograd`].
+    Winograd,
+    /// One filter per channel, directly: [`depthwise`].
+    Depthwise,
+    /// im2col per sample and block of rows, one GEMM each.
+    Unfolded,
+}
+
+impl Algorithm {
+    /// The fastest one for `shape`.
+    pub(crate) fn for_shape(shape: &ConvShape) -> Self {
+        if batched::applies(shape) {
+            Self::Batched
+        } else if winograd::applies(shape) {
+            Self::Winograd
+        } else if depthwise::applies(shape) {
+            Self::Depthwise
+        } else {
+            Self::Unfolded
+        }
+    }
+
+    /// Whether it computes `shape` at all (the tests run every one that does).
+    #[cfg(test)]
+    fn computes(self, shape: &ConvShape) -> bool {
+        match self {
+            Self::Batched => shape.groups == 1,
+            Self::Winograd => winograd::applies(shape),
+            Self::Depthwise => depthwise::applies(shape),
+            Self::Unfolded => true,
+        }
     }
 }
 
@@ -197,10 +243,24 @@ pub(crate) fn forward(
     shape: &ConvShape,
     relu: bool,
 ) -> Vec<f32> {
+    forward_with(Algorithm::for_shape(shape), x, weight, bias, shape, relu)
+}
+
+fn forward_with(
+    algorithm: Algorithm,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    shape: &ConvShape,
+    relu: bool,
+) -> Vec<f32> {
     debug_assert_eq!(x.len(), shape.input_len());
     debug_assert_eq!(weight.len(), shape.weight_len());
-    if winograd::applies(shape) {
-        return winograd::forward(x, weight, bias, shape, relu);
+    match algorithm {
+        Algorithm::Batched => return batched::forward(x, weight, bias, shape, relu),
+        Algorithm::Winograd => return winograd::forward(x, weight, bias, shape, relu),
+        Algorithm::Depthwise => return depthwise::forward(x, weight, bias, shape, relu),
+        Algorithm::Unfolded => {}
     }
     let mut y = vec![0.0; shape.output_len()];
     let split = shape.split();
@@ -316,10 +376,19 @@ fn forward_sample(
     }
 }
 
-/// The backward pass: `dW = Σ_b dy_b · colsᵀ_b`, `dx_b = col2im(Wᵀ · dy_b)`,
-/// `db = Σ dy`. One pass over the samples computes the first two, so each sample's input is
-/// unfolded once.
+/// The backward pass (the gradients `wanted`), with the algorithm [`forward`] takes.
 pub(crate) fn backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    shape: &ConvShape,
+    wanted: Wanted,
+) -> LayerGradients {
+    backward_with(Algorithm::for_shape(shape), x, weight, dy, shape, wanted)
+}
+
+fn backward_with(
+    algorithm: Algorithm,
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
@@ -336,14 +405,30 @@ pub(crate) fn backward(
             bias,
         };
     }
-    if winograd::applies(shape) {
-        let (input, weight) = winograd::backward(x, weight, dy, shape, wanted.input, wanted.weight);
-        return LayerGradients {
-            input,
-            weight,
-            bias,
-        };
+    let (want_input, want_weight) = (wanted.input, wanted.weight);
+    let (input, weight) = match algorithm {
+        Algorithm::Batched => batched::backward(x, weight, dy, shape, want_input, want_weight),
+        Algorithm::Winograd => winograd::backward(x, weight, dy, shape, want_input, want_weight),
+        Algorithm::Depthwise => depthwise::backward(x, weight, dy, shape, want_input, want_weight),
+        Algorithm::Unfolded => unfolded_backward(x, weight, dy, shape, wanted),
+    };
+    LayerGradients {
+        input,
+        weight,
+        bias,
     }
+}
+
+/// The backward pass of [`Algorithm::Unfolded`]: `dW = Σ_b dy_b · colsᵀ_b`,
+/// `dx_b = col2im(Wᵀ · dy_b)`. One pass over the samples computes both, so each sample's
+/// input is unfolded once.
+fn unfolded_backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    shape: &ConvShape,
+    wanted: Wanted,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let mut dx = wanted.input.then(|| vec![0.0; shape.input_len()]);
     let split = shape.split();
     // Each worker's partial sum of the weight gradient (empty when not wanted).
@@ -356,11 +441,7 @@ pub(crate) fn backward(
             backward_sample(shape, x, weight, dy, dx, &mut buffers, split);
         });
     });
-    LayerGradients {
-        input: dx,
-        weight: wanted.weight.then_some(dw),
-        bias,
-    }
+    (dx, wanted.weight.then_some(dw))
 }
 
 /// What one sample's backward step writes into.
@@ -457,7 +538,7 @@ fn backward_sample(
                     false,
                     par,
                 );
-                unfold::col2im_add(shape, dcols, dx_g, block);
+                unfold::col2im_add(shape, dcols, dx_g, block, len);
             }
         }
     }

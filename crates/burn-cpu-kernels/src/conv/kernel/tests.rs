@@ -73,7 +73,28 @@ fn assert_close(ours: &[f32], reference: &[Exact], what: &str) {
 }
 
 /// Forward and every gradient against the definition.
+/// Checks every algorithm that computes `s` against the definition.
 fn check(s: ConvShape) {
+    let algorithms = [
+        Algorithm::Batched,
+        Algorithm::Winograd,
+        Algorithm::Depthwise,
+        Algorithm::Unfolded,
+    ];
+    for algorithm in algorithms.into_iter().filter(|a| a.computes(&s)) {
+        // Shown with a failure's message.
+        eprintln!("{algorithm:?} on {s:?}");
+        check_with(algorithm, s);
+    }
+}
+
+fn check_with(algorithm: Algorithm, s: ConvShape) {
+    let forward = |x: &[f32], w: &[f32], b: Option<&[f32]>, s: &ConvShape, relu: bool| {
+        forward_with(algorithm, x, w, b, s, relu)
+    };
+    let backward = |x: &[f32], w: &[f32], dy: &[f32], s: &ConvShape, wanted: Wanted| {
+        backward_with(algorithm, x, w, dy, s, wanted)
+    };
     let x = values(s.input_len(), 0.3);
     let wt = values(s.weight_len(), 1.7);
     let bias = values(s.out_channels, 2.9);
@@ -273,6 +294,59 @@ fn groups_and_depthwise() {
 }
 
 #[test]
+fn depthwise_layers_are_computed_directly() {
+    let cases = [
+        // MobileNetV2's: 3×3, stride 1 and 2, "same" padding.
+        conv(3, 6, 6, [9, 8], [3, 3]).padding([(1, 1); 2]).groups(6),
+        conv(2, 5, 5, [9, 10], [3, 3])
+            .stride([2, 2])
+            .padding([(1, 1); 2])
+            .groups(5),
+        // Odd strides, kernels and paddings, one side only, wider than the kernel reaches.
+        conv(2, 3, 3, [11, 7], [5, 2])
+            .stride([3, 2])
+            .padding([(2, 0), (0, 3)])
+            .groups(3),
+        conv(1, 4, 4, [3, 3], [2, 2])
+            .stride([3, 3])
+            .padding([(4, 4), (4, 4)])
+            .groups(4),
+        // Pointwise per channel.
+        conv(2, 4, 4, [5, 5], [1, 1]).groups(4),
+    ];
+    for case in cases {
+        assert!(depthwise::applies(&case.shape()));
+        case.check();
+    }
+    // Two filters per channel, or dilation: the general grouped path.
+    assert!(!depthwise::applies(
+        &conv(2, 4, 8, [5, 5], [3, 3]).groups(4).shape()
+    ));
+    let dilated = conv(2, 4, 4, [7, 7], [3, 3]).dilation([2, 1]).groups(4);
+    assert!(!depthwise::applies(&dilated.shape()));
+}
+
+#[test]
+fn small_maps_put_several_samples_in_one_gemm() {
+    let cases = [
+        // 8×8 maps: four samples a GEMM, the last chunk one sample short.
+        conv(7, 6, 10, [8, 8], [3, 3]).padding([(1, 1); 2]),
+        // 4×4 maps, stride 2 from 8×8 (a downsampling shortcut), and a pointwise layer.
+        conv(5, 8, 4, [8, 8], [1, 1]).stride([2, 2]),
+        conv(3, 12, 6, [4, 4], [1, 1]),
+    ];
+    for case in cases {
+        assert_eq!(Algorithm::for_shape(&case.shape()), Algorithm::Batched);
+        case.check();
+    }
+    // Large maps, or one sample, keep to one sample per GEMM.
+    let large = conv(2, 8, 8, [18, 18], [3, 3]);
+    assert_ne!(Algorithm::for_shape(&large.shape()), Algorithm::Batched);
+    let single = conv(1, 8, 8, [6, 6], [3, 3]);
+    assert_ne!(Algorithm::for_shape(&single.shape()), Algorithm::Batched);
+}
+
+#[test]
 fn wide_layers_are_unfolded_block_by_block() {
     // 32 channels × 3×3 taps × 240 output columns exceed one block: one output row per
     // block, with padding rows at both ends of the image.
@@ -382,6 +456,29 @@ proptest! {
         let case = conv(batch, channels, out_channels, [h, w], [3, 3])
             .padding([(pads[0], pads[1]), (pads[2], pads[3])]);
         prop_assert!(winograd::applies(&case.shape()));
+        case.check();
+    }
+
+    /// Any depthwise geometry (kernel, stride, padding on each side) agrees with the
+    /// definition.
+    #[test]
+    fn any_depthwise_geometry_matches_the_definition(
+        batch in 1usize..3,
+        channels in 2usize..5,
+        h in 1usize..9,
+        w in 1usize..9,
+        kh in 1usize..5,
+        kw in 1usize..5,
+        sy in 1usize..4,
+        sx in 1usize..4,
+        pads in proptest::array::uniform4(0usize..3),
+    ) {
+        prop_assume!(h + pads[0] + pads[1] >= kh && w + pads[2] + pads[3] >= kw);
+        let case = conv(batch, channels, channels, [h, w], [kh, kw])
+            .stride([sy, sx])
+            .padding([(pads[0], pads[1]), (pads[2], pads[3])])
+            .groups(channels);
+        prop_assert!(depthwise::applies(&case.shape()));
         case.check();
     }
 }

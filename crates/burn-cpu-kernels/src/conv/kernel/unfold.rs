@@ -52,15 +52,22 @@ fn rows_inside(shape: &ConvShape, block: &Range<usize>, offset: isize) -> Range<
 }
 
 /// Unfolds one group's input planes `[channels, h, w]` for the output rows `block` into
-/// `cols` `[channels·kh·kw, block.len()·w_out]`.
-pub(super) fn im2col(shape: &ConvShape, input: &[f32], cols: &mut [f32], block: Range<usize>) {
+/// `cols` `[channels·kh·kw, block.len()·w_out]`, whose rows start `row_stride` apart (the
+/// matrix's width, or wider when it is one sample's columns of a batch's matrix).
+pub(super) fn im2col(
+    shape: &ConvShape,
+    input: &[f32],
+    cols: &mut [f32],
+    block: Range<usize>,
+    row_stride: usize,
+) {
     let [h, w] = shape.input;
     let wo = shape.output[1];
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
     for_each_row(shape, |c, ky, kx, r| {
         let plane = &input[c * h * w..][..h * w];
-        let out = &mut cols[r * len..][..len];
+        let out = &mut cols[r * row_stride..][..len];
         let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
         let rows = rows_inside(shape, &block, dy);
         let xs = inside(wo, sx, dx, w);
@@ -89,16 +96,23 @@ pub(super) fn im2col(shape: &ConvShape, input: &[f32], cols: &mut [f32], block: 
     });
 }
 
-/// The adjoint of [`im2col`] for the output rows `block`: adds every entry of `cols` to
-/// the input pixel it was read from (entries read from the padding are dropped).
-pub(super) fn col2im_add(shape: &ConvShape, cols: &[f32], input: &mut [f32], block: Range<usize>) {
+/// The adjoint of [`im2col`] for the output rows `block` (rows of `cols` `row_stride`
+/// apart): adds every entry of `cols` to the input pixel it was read from (entries read
+/// from the padding are dropped).
+pub(super) fn col2im_add(
+    shape: &ConvShape,
+    cols: &[f32],
+    input: &mut [f32],
+    block: Range<usize>,
+    row_stride: usize,
+) {
     let [h, w] = shape.input;
     let wo = shape.output[1];
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
     for_each_row(shape, |c, ky, kx, r| {
         let plane = &mut input[c * h * w..][..h * w];
-        let col = &cols[r * len..][..len];
+        let col = &cols[r * row_stride..][..len];
         let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
         let xs = inside(wo, sx, dx, w);
         if xs.is_empty() {

@@ -20,6 +20,7 @@
 
 use super::{ConvShape, gemm, scratch, sum_over_samples};
 use ::gemm::Parallelism;
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// Side of an output tile.
@@ -159,15 +160,37 @@ impl<'a> Lines<'a> {
 
 /// The transformed weights `U[ξ][out][in] = (G g Gᵀ)[ξ]`, each `g` a 3×3 kernel.
 fn transform_weights(weight: &[f32], shape: &ConvShape) -> Vec<f32> {
-    let (k, c) = (shape.out_channels, shape.channels);
-    let mut u = vec![0.0; POINTS * k * c];
-    for (kc, g) in weight.chunks_exact(9).enumerate() {
-        let g: [[f32; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|s| g[r * 3 + s]));
-        let t = separable(g, spread_kernel);
-        for (xi, value) in t.iter().flatten().enumerate() {
-            u[xi * k * c + kc] = *value;
+    let kc = shape.out_channels * shape.channels;
+    let mut u = vec![0.0; POINTS * kc];
+    // Blocks of filters in parallel, each writing its run of every point's row: the
+    // sixteen rows are written in unit-stride runs rather than one value per row at a
+    // time (a 512×512 layer's 16 MB scattered that way cost as much as its GEMMs on a
+    // small map).
+    const FILTERS: usize = 256;
+    let mut blocks: Vec<Vec<&mut [f32]>> = (0..kc.div_ceil(FILTERS))
+        .map(|_| Vec::with_capacity(POINTS))
+        .collect();
+    for row in u.chunks_mut(kc.max(1)) {
+        for (block, run) in blocks.iter_mut().zip(row.chunks_mut(FILTERS)) {
+            block.push(run);
         }
     }
+    blocks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut rows)| {
+            let filters = weight[b * FILTERS * 9..]
+                .chunks_exact(9)
+                .take(rows[0].len());
+            for (i, g) in filters.enumerate() {
+                let g: [[f32; 3]; 3] =
+                    std::array::from_fn(|r| std::array::from_fn(|s| g[r * 3 + s]));
+                let t = separable(g, spread_kernel);
+                for (row, value) in rows.iter_mut().zip(t.iter().flatten()) {
+                    row[i] = *value;
+                }
+            }
+        });
     u
 }
 
@@ -175,7 +198,8 @@ fn transform_weights(weight: &[f32], shape: &ConvShape) -> Vec<f32> {
 fn weight_gradient(du: &[f32], shape: &ConvShape) -> Vec<f32> {
     let kc = shape.out_channels * shape.channels;
     (0..kc)
-        .flat_map(|i| {
+        .into_par_iter()
+        .flat_map_iter(|i| {
             let d: [[f32; WINDOW]; WINDOW] =
                 std::array::from_fn(|r| std::array::from_fn(|s| du[(r * WINDOW + s) * kc + i]));
             separable(d, gather_kernel).into_iter().flatten()
