@@ -22,6 +22,16 @@ ORDER = [
     "cnn_frozen_nograd",
     "cnn_full",
     "cnn_full_burn_conv",
+    # Real architectures (benches/pytorch/torch_networks.py).
+    "bert_full",
+    "bert_head",
+    "bert_lora",
+    "resnet18_full",
+    "resnet18_head",
+    "resnet50_full",
+    "resnet50_head",
+    "mobilenetv2_full",
+    "mobilenetv2_head",
 ]
 EPOCHS = ["head_epochs_cached", "head_epochs_recompute"]
 
@@ -41,6 +51,9 @@ def torch_rate(doc, name):
         return entry and entry["steps_per_s"]["median"] / 10.0
     if name == "cnn_full_burn_conv":
         name = "cnn_full"
+    if name == "bert_lora":
+        # The reference has no PEFT: LoRA's step is set against PyTorch's full step.
+        name = "bert_full"
     entry = doc["workloads"].get(name)
     return entry and entry["steps_per_s"]["median"]
 

@@ -4,8 +4,8 @@
 //! (batch 16 × 3 × 128 × 128, a new Linear head with 10 outputs, SGD with momentum 0.9).
 //! `_full` trains everything; `_head` trains the head on a body frozen by type (`Frozen`: it
 //! runs on the inner backend, in inference mode); `bert_lora` trains LoRA r = 8 on the
-//! attention's query and value projections plus the head (no PyTorch row: its goal is
-//! against `bert_full`).
+//! attention's query and value projections plus the head (the reference has no PEFT:
+//! `scripts/bench-table.py` sets it against PyTorch's full step; its goal is against ours).
 
 use crate::workloads::{N_BATCHES, Step};
 use burn::module::AutodiffModule;

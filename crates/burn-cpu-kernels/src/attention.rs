@@ -69,7 +69,7 @@ impl AttentionOptions {
 /// width]`, keys and values `[batch, sk, width]`, and an optional additive bias per key of
 /// each sample `[batch, sk]` (0 where a key may be attended, a large negative number at
 /// padding; it gets no gradient). The same values (to float rounding) and gradients as the
-/// tensor operations of [`reference`] with the same dropout mask.
+/// tensor operations of [`reference()`] with the same dropout mask.
 ///
 /// ```
 /// use burn::backend::NdArray;

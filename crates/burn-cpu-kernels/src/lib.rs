@@ -61,15 +61,15 @@ pub mod threads;
 
 pub use error::{KernelError, Result};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
-
-/// Draws the values of every lazily initialised parameter of `module` now.
+/// Draws the values of every lazily initialised parameter of `module` now (for the tests).
 ///
 /// burn creates parameters lazily, and clones of a module whose parameters are not yet
 /// drawn each draw values of their own on first use; a layer shared between a reference
 /// and the operation under test must be materialised first.
-pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+#[cfg(test)]
+pub(crate) fn materialize<B: burn::prelude::Backend, M: burn::module::Module<B>>(module: &M) {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::prelude::*;
     struct Touch;
     impl<B: Backend> ModuleVisitor<B> for Touch {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
