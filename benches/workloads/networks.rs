@@ -4,7 +4,8 @@
 //! (batch 16 × 3 × 128 × 128, a new Linear head with 10 outputs, SGD with momentum 0.9).
 //! `_full` trains everything; `_head` trains the head on a body frozen by type (`Frozen`: it
 //! runs on the inner backend, in inference mode); `bert_lora` trains LoRA r = 8 on the
-//! attention's query and value projections plus the head (the reference has no PEFT:
+//! attention's query and value projections plus the head; `_body` is one inference forward of
+//! the body alone (the goal for `_head` is within 1.1× of it), (the reference has no PEFT:
 //! `scripts/bench-table.py` sets it against PyTorch's full step; its goal is against ours).
 
 use crate::workloads::{N_BATCHES, Step};
@@ -20,17 +21,21 @@ use burn_transfer::models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 use burn_transfer::models::resnet::{ResNet, ResNetConfig};
 use burn_transfer::prelude::*;
 
-/// The networks, in the reference's order (`bert_lora` is ours only).
-pub const NAMES: [&str; 9] = [
+/// The networks, in the reference's order (`bert_lora` and the `_body` rows are ours only).
+pub const NAMES: [&str; 13] = [
     "bert_full",
     "bert_head",
     "bert_lora",
+    "bert_body",
     "resnet18_full",
     "resnet18_head",
+    "resnet18_body",
     "resnet50_full",
     "resnet50_head",
+    "resnet50_body",
     "mobilenetv2_full",
     "mobilenetv2_head",
+    "mobilenetv2_body",
 ];
 
 const BATCH: usize = 16;
@@ -51,6 +56,19 @@ where
     Box::new(move |i| {
         let batch = batches[i % N_BATCHES].clone();
         session.train_step(batch, 0.5).expect("step runs").loss
+    })
+}
+
+/// One inference forward of `body` (on the inner backend, as a frozen body runs) per step.
+fn body_step<B, Bb>(body: Bb, inputs: Vec<Bb::Input>) -> Step
+where
+    B: Backend,
+    Bb: Backbone<B> + 'static,
+    Bb::Input: Clone + 'static,
+{
+    Box::new(move |i| {
+        let features = body.features(inputs[i % N_BATCHES].clone());
+        features.sum().into_scalar().elem::<f32>()
     })
 }
 
@@ -107,6 +125,13 @@ fn bert<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
             let model = TransferModel::with_linear_head(Frozen::new(encoder), 2, device).ok()?;
             session_step(adamw.session(model).ok()?, data)
         }
+        "bert_body" => {
+            let inputs = token_batches::<B::InnerBackend>(config.vocab_size, device)
+                .into_iter()
+                .map(|b| b.inputs)
+                .collect();
+            body_step(encoder.valid(), inputs)
+        }
         "bert_lora" => {
             let model = LoraModel::new(
                 TransferModel::with_linear_head(encoder, 2, device).ok()?,
@@ -126,14 +151,21 @@ fn bert<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
     })
 }
 
-fn cnn<B, Bb>(body: Bb, frozen: bool, device: &B::Device) -> Option<Step>
+fn cnn<B, Bb>(body: Bb, mode: &str, device: &B::Device) -> Option<Step>
 where
     B: AutodiffBackend,
     Bb: Backbone<B, Input = Tensor<B, 4>> + AutodiffModule<B> + 'static,
     Bb::InnerModule: Backbone<B::InnerBackend, Input = Tensor<B::InnerBackend, 4>>,
 {
+    if mode == "body" {
+        let inputs = image_batches::<B::InnerBackend>(device)
+            .into_iter()
+            .map(|b| b.inputs)
+            .collect();
+        return Some(body_step(body.valid(), inputs));
+    }
     let data = image_batches::<B>(device);
-    if frozen {
+    if mode == "head" {
         let model = TransferModel::with_linear_head(Frozen::new(body), CLASSES, device).ok()?;
         Some(session_step(sgd::<B>().session(model).ok()?, data))
     } else {
@@ -146,27 +178,28 @@ where
 pub fn build<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
     B::seed(device, 0);
     let (family, mode) = name.rsplit_once('_')?;
-    let frozen = match mode {
-        "full" => false,
-        "head" => true,
-        _ if family == "bert" => return bert::<B>(name, device),
-        _ => return None,
-    };
+    if !matches!(mode, "full" | "head" | "body") {
+        return if family == "bert" {
+            bert::<B>(name, device)
+        } else {
+            None
+        };
+    }
     match family {
         "bert" => bert::<B>(name, device),
         "resnet18" => cnn::<B, _>(
             ResNet::<B>::new(&ResNetConfig::resnet18(), device).ok()?,
-            frozen,
+            mode,
             device,
         ),
         "resnet50" => cnn::<B, _>(
             ResNet::<B>::new(&ResNetConfig::resnet50(), device).ok()?,
-            frozen,
+            mode,
             device,
         ),
         "mobilenetv2" => cnn::<B, _>(
             MobileNetV2::<B>::new(&MobileNetV2Config::default(), device).ok()?,
-            frozen,
+            mode,
             device,
         ),
         _ => None,
