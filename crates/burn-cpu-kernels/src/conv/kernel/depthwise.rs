@@ -77,6 +77,15 @@ impl Padded {
         }
     }
 
+    /// With unit strides, the output laid out at the padded rows' width (`len`, the last
+    /// `kw − 1` columns of each row unused) is one run of this many values, and tap `(r, t)`
+    /// reads the padded plane from [`Self::at`]`(r, 0) + t` on in the same layout: each tap
+    /// is then one unit-stride pass over the whole plane, with no per-row overhead (most of
+    /// the time on the 4×4 to 16×16 maps of MobileNet's last blocks).
+    fn wide(&self, shape: &ConvShape) -> Option<usize> {
+        (shape.stride == [1, 1]).then(|| (shape.output[0] - 1) * self.len + shape.output[1])
+    }
+
     /// Copies `plane` `[h, w]` into `out` (zeros around it).
     fn fill(&self, shape: &ConvShape, plane: &[f32], out: &mut [f32]) {
         out.fill(0.0);
@@ -133,13 +142,34 @@ pub(super) fn forward(
         .for_each(|(p, out)| {
             let ch = p % c;
             let filter = &weight[ch * taps..][..taps];
+            let plane = &x[p * shape.input_plane()..][..shape.input_plane()];
+            let bias = bias.map_or(0.0, |b| b[ch]);
+            let finish = |row: &mut [f32]| {
+                if relu {
+                    row.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+            };
+            if let Some(n) = padded.wide(shape) {
+                scratch::with(padded.floats() + n, |buffer| {
+                    let (input, wide) = buffer.split_at_mut(padded.floats());
+                    padded.fill(shape, plane, input);
+                    wide.fill(bias);
+                    for r in 0..kh {
+                        for t in 0..kw {
+                            let w = filter[r * kw + t];
+                            let src = &input[padded.at(r, 0) + t..][..n];
+                            wide.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
+                        }
+                    }
+                    for (oy, row) in out.chunks_mut(wo).enumerate() {
+                        row.copy_from_slice(&wide[oy * padded.len..][..wo]);
+                        finish(row);
+                    }
+                });
+                return;
+            }
             scratch::with(padded.floats(), |buffer| {
-                padded.fill(
-                    shape,
-                    &x[p * shape.input_plane()..][..shape.input_plane()],
-                    buffer,
-                );
-                let bias = bias.map_or(0.0, |b| b[ch]);
+                padded.fill(shape, plane, buffer);
                 for (oy, row) in out.chunks_mut(wo).enumerate() {
                     row.fill(bias);
                     for r in 0..kh {
@@ -149,9 +179,7 @@ pub(super) fn forward(
                             row.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
                         }
                     }
-                    if relu {
-                        row.iter_mut().for_each(|v| *v = v.max(0.0));
-                    }
+                    finish(row);
                 }
             });
         });
@@ -172,6 +200,15 @@ pub(super) fn backward(
     (input, weight)
 }
 
+/// `dy` `[h_out, w_out]` laid out at the padded rows' width (see [`Padded::wide`]), zeros in
+/// the unused columns (they are added into the padded plane's gradient too).
+fn widen(padded: &Padded, dy: &[f32], wo: usize, wide: &mut [f32]) {
+    wide.fill(0.0);
+    for (oy, row) in dy.chunks(wo).enumerate() {
+        wide[oy * padded.len..][..wo].copy_from_slice(row);
+    }
+}
+
 /// `dx`: each output gradient row, scaled by each tap, added into the padded plane's
 /// gradient (the forward's reads, reversed), then the padding cut off.
 fn input_gradient(weight: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
@@ -187,6 +224,22 @@ fn input_gradient(weight: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
             let ch = p % c;
             let filter = &weight[ch * taps..][..taps];
             let dy = &dy[p * positions..][..positions];
+            if let Some(n) = padded.wide(shape) {
+                scratch::with(padded.floats() + n, |buffer| {
+                    let (dp, wide) = buffer.split_at_mut(padded.floats());
+                    dp.fill(0.0);
+                    widen(&padded, dy, wo, wide);
+                    for r in 0..kh {
+                        for t in 0..kw {
+                            let w = filter[r * kw + t];
+                            let dst = &mut dp[padded.at(r, 0) + t..][..n];
+                            dst.iter_mut().zip(&*wide).for_each(|(d, &g)| *d += w * g);
+                        }
+                    }
+                    padded.crop(shape, dp, dx);
+                });
+                return;
+            }
             scratch::with(padded.floats(), |buffer| {
                 buffer.fill(0.0);
                 for (oy, row) in dy.chunks(wo).enumerate() {
@@ -216,7 +269,9 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
         .into_par_iter()
         .map(|ch| {
             let mut sums = vec![0.0f64; taps];
-            scratch::with(padded.floats(), |buffer| {
+            let wide_len = padded.wide(shape).unwrap_or(0);
+            scratch::with(padded.floats() + wide_len, |buffer| {
+                let (buffer, wide) = buffer.split_at_mut(padded.floats());
                 for sample in 0..shape.batch {
                     let p = sample * c + ch;
                     padded.fill(
@@ -225,6 +280,18 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
                         buffer,
                     );
                     let dy = &dy[p * positions..][..positions];
+                    if wide_len > 0 {
+                        widen(&padded, dy, wo, wide);
+                        for r in 0..kh {
+                            for t in 0..kw {
+                                let mut lanes = [0.0f32; 16];
+                                let src = &buffer[padded.at(r, 0) + t..][..wide_len];
+                                dot_into(&mut lanes, wide, src);
+                                sums[r * kw + t] += lanes.iter().map(|&v| v as f64).sum::<f64>();
+                            }
+                        }
+                        continue;
+                    }
                     for r in 0..kh {
                         for t in 0..kw {
                             let mut lanes = [0.0f32; 16];
