@@ -7,16 +7,18 @@
 //! `layer.forward(x)` computes, from the same layer, and routes by backend:
 //!
 //! - **ndarray and Flex, training** (`Autodiff<NdArray>`, `Autodiff<Flex>`): one autodiff
-//!   operation with its own backward pass. Per sample, on rayon's threads, 3×3 layers with
-//!   enough channels run Winograd's F(2×2, 3×3) and the others unfold their receptive fields
-//!   into a matrix that stays in cache (im2col into a per-thread buffer kept between calls);
-//!   the forward pass, the weight gradient and the input gradient are each one GEMM on it
-//!   (the `gemm` crate, on strided operands, so nothing is transposed in memory); the input
-//!   gradient is folded back (col2im). Only the gradients that are needed are computed: none
-//!   for the input of a first layer, none for a frozen weight.
-//! - **ndarray, inference**: ndarray's own convolution (a SIMD direct convolution, faster
-//!   in the forward direction). **Flex, inference**: this crate's forward for dense kernels
-//!   (faster than Flex's), Flex's own for grouped and depthwise ones.
+//!   operation with its own backward pass, computed by the fastest of: several samples'
+//!   unfolded receptive fields in one GEMM (maps under 256 pixels, where one sample's GEMM
+//!   would be too thin); Winograd's F(2×2, 3×3) per sample (3×3 layers with enough
+//!   channels); a direct per-plane kernel (depthwise layers); otherwise, per sample on
+//!   rayon's threads, the receptive fields unfolded into a matrix that stays in cache
+//!   (im2col into a per-thread buffer kept between calls). The forward pass, the weight
+//!   gradient and the input gradient are each one GEMM on it (the `gemm` crate, on strided
+//!   operands, so nothing is transposed in memory); the input gradient is folded back
+//!   (col2im). Only the gradients that are needed are computed: none for the input of a
+//!   first layer, none for a frozen weight.
+//! - **ndarray and Flex, inference** (a frozen body): the same forward kernels, except
+//!   grouped (not depthwise) layers on Flex, which keep Flex's own.
 //! - **Other backends** (wgpu, …): with autodiff, im2col by one `select` and one matrix
 //!   product (its backward is a GEMM and a scatter-add); without, the backend's own
 //!   convolution.
