@@ -235,11 +235,7 @@ impl Shape {
                 None => live.iter_mut().for_each(|s| *s *= scale),
             }
             let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0f32;
-            for v in live.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
+            let sum = crate::softmax::exp_shifted(live, max);
             let inverse = 1.0 / sum;
             live.iter_mut().for_each(|v| *v *= inverse);
             hidden.fill(0.0);

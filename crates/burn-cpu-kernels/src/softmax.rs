@@ -14,6 +14,7 @@
 
 use crate::cpu::route::{HostBackend, HostOp, record, route};
 use crate::cpu::tensor::{from_host, host_values, primitive};
+use crate::cpu::{math, vector_isa};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, TensorPrimitive};
@@ -144,11 +145,7 @@ fn softmax_row(x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
         None => y.copy_from_slice(x),
     }
     let max = y.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in y.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+    let sum = exp_shifted(y, max);
     let inverse = 1.0 / sum;
     y.iter_mut().for_each(|v| *v *= inverse);
 }
@@ -237,6 +234,25 @@ impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
             primitive(from_host::<B, 4>(dx, shape.dims, &device)),
         );
     }
+}
+
+/// `v ← e^(v − max)` over a row, and the row's sum: one vectorised pass ([`math::exp`]),
+/// the sum in 16 lanes.
+pub(crate) fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+    vector_isa::widest(
+        #[inline(always)]
+        || {
+            row.iter_mut().for_each(|v| *v = math::exp(*v - max));
+            let (chunks, tail) = row.as_chunks::<16>();
+            let mut lanes = [0.0f32; 16];
+            for chunk in chunks {
+                for (l, v) in lanes.iter_mut().zip(chunk) {
+                    *l += v;
+                }
+            }
+            lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub(crate) mod gemm;
 pub(crate) mod layer;
+pub(crate) mod math;
 pub(crate) mod random;
 pub(crate) mod relu;
 pub(crate) mod reshape;
