@@ -8,13 +8,13 @@
 //! the body alone (the goal for `_head` is within 1.1× of it), (the reference has no PEFT:
 //! `scripts/bench-table.py` sets it against PyTorch's full step; its goal is against ours).
 
-use crate::workloads::{N_BATCHES, Step};
+use crate::workloads::{N_BATCHES, Step, session_step};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::backend::AutodiffBackend;
 use burn_transfer::adapter::{LoraConfig, LoraModel};
-use burn_transfer::finetune::{FineTuneSession, OptimizerKind};
+use burn_transfer::finetune::OptimizerKind;
 use burn_transfer::head::{Pooled, Pooling};
 use burn_transfer::models::bert::{Bert, BertConfig, BertInput};
 use burn_transfer::models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
@@ -42,22 +42,6 @@ const BATCH: usize = 16;
 const SEQ: usize = 128;
 const IMAGE: usize = 128;
 const CLASSES: usize = 10;
-
-fn session_step<B, M, X>(
-    mut session: FineTuneSession<B, M>,
-    batches: Vec<ClassificationBatch<B, X>>,
-) -> Step
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + Classifier<B, Input = X> + 'static,
-    X: Clone + 'static,
-{
-    session.begin_epoch(1).expect("epoch starts");
-    Box::new(move |i| {
-        let batch = batches[i % N_BATCHES].clone();
-        session.train_step(batch, 0.5).expect("step runs").loss
-    })
-}
 
 /// One inference forward of `body` (on the inner backend, as a frozen body runs) per step.
 fn body_step<B, Bb>(body: Bb, inputs: Vec<Bb::Input>) -> Step

@@ -59,7 +59,8 @@ fn mlp<B: Backend>(widths: &[usize], device: &B::Device) -> MlpBackbone<B> {
     MlpBackbone::new(widths, device).expect("valid widths")
 }
 
-fn session_step<B, M, X>(
+/// One training step of `session` per call, on the batches in turn.
+pub fn session_step<B, M, X>(
     mut session: FineTuneSession<B, M>,
     batches: Vec<ClassificationBatch<B, X>>,
 ) -> Step
