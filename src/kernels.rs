@@ -1,7 +1,7 @@
 //! Where the domain meets the CPU kernels: the one module that calls `burn-cpu-kernels`.
 //!
-//! With the default feature `cpu-kernels`, the layers, the distillation loss, AdamW and LoRA's
-//! weights run through that crate on the CPU backends (ndarray, Flex): the same values and
+//! With the default feature `cpu-kernels`, the layers, the distillation loss, AdamW, SGD and
+//! LoRA's weights run through that crate on the CPU backends (ndarray, Flex): the same values and
 //! gradients as burn's operations, computed with backward passes of their own where burn's
 //! are slow on the CPU. Without the feature, every call below is burn's own operation, and
 //! nothing else in this crate changes. Other backends (wgpu) take burn's operations either
@@ -338,6 +338,40 @@ pub(crate) fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
         .with_beta_1(beta_1)
         .with_beta_2(beta_2)
         .with_epsilon(epsilon)
+        .init()
+}
+
+/// The SGD the trainer uses: fused into one pass per parameter with the feature, burn's
+/// otherwise. Both keep the record of burn's `SgdState`, so checkpoints move between the two.
+#[cfg(feature = "cpu-kernels")]
+pub(crate) type Sgd<M, B> = OptimizerAdaptor<burn_cpu_kernels::sgd::FusedSgd, M, B>;
+/// The SGD the trainer uses: burn's (the feature `cpu-kernels` fuses it).
+#[cfg(not(feature = "cpu-kernels"))]
+pub(crate) type Sgd<M, B> =
+    OptimizerAdaptor<burn::optim::Sgd<<B as AutodiffBackend>::InnerBackend>, M, B>;
+
+/// SGD with PyTorch's undampened `momentum` (none when 0), Nesterov or not, and an L2
+/// `weight_decay` added to the gradient (none when 0).
+pub(crate) fn sgd<B: AutodiffBackend, M: AutodiffModule<B>>(
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f32,
+) -> Sgd<M, B> {
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::momentum::MomentumConfig;
+    let momentum = (momentum > 0.0).then(|| {
+        MomentumConfig::new()
+            .with_momentum(momentum)
+            .with_dampening(0.0)
+            .with_nesterov(nesterov)
+    });
+    let decay = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay));
+    #[cfg(feature = "cpu-kernels")]
+    return burn_cpu_kernels::sgd::FusedSgd::new(momentum.as_ref(), decay.as_ref()).init();
+    #[cfg(not(feature = "cpu-kernels"))]
+    burn::optim::SgdConfig::new()
+        .with_momentum(momentum)
+        .with_weight_decay(decay)
         .init()
 }
 

@@ -5,9 +5,7 @@ use crate::freeze::{Freeze, Selector};
 use crate::kernels::{self, AdamW};
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -123,21 +121,7 @@ impl OptimizerKind {
                 momentum,
                 nesterov,
                 weight_decay,
-            } => {
-                let momentum = (momentum > 0.0).then(|| {
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0)
-                        .with_nesterov(nesterov)
-                });
-                let decay = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay));
-                AnyOptimizer::Sgd(
-                    SgdConfig::new()
-                        .with_momentum(momentum)
-                        .with_weight_decay(decay)
-                        .init(),
-                )
-            }
+            } => AnyOptimizer::Sgd(kernels::sgd(momentum, nesterov, weight_decay)),
         }
     }
 }
@@ -145,7 +129,7 @@ impl OptimizerKind {
 /// One of the supported optimizers, chosen at run time.
 pub(crate) enum AnyOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
     AdamW(OptimizerAdaptor<AdamW, M, B>),
-    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
+    Sgd(kernels::Sgd<M, B>),
 }
 
 impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
@@ -179,7 +163,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> AnyOptimizer<M, B> {
                 *o = taken.load_record(r);
             }),
             AnyOptimizer::Sgd(o) => Recorder::<B>::load(&recorder, bytes, device).map(|r| {
-                let taken = std::mem::replace(o, SgdConfig::new().init());
+                let taken = std::mem::replace(o, kernels::sgd(0.0, false, 0.0));
                 *o = taken.load_record(r);
             }),
         };

@@ -7,14 +7,15 @@
 //! updated in their own buffers (when no other tensor shares them), each element read
 //! once, on rayon's threads. Other backends (wgpu) take burn's tensor operations.
 
-use crate::cpu::tensor::{self as host_tensor, from_host, host_values, primitive};
+use crate::cpu::buffer::HostBuffer;
+use crate::cpu::tensor::{self as host_tensor, host_values, primitive};
 use crate::cpu::vector_isa;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, TensorPrimitive};
 use rayon::prelude::*;
 
 /// Elements per parallel task: small enough to share a 1M-element weight between threads,
@@ -236,41 +237,6 @@ impl FusedAdamW {
             max_moment_2: None,
         };
         (tensor, state)
-    }
-}
-
-/// A tensor's `f32` values to update: its own buffer when no other tensor shares it, a
-/// row-major copy otherwise, zeros when there is no tensor yet (a first step's moments).
-enum HostBuffer<B: Backend> {
-    Own(B::FloatTensorPrimitive),
-    Copy(Vec<f32>),
-}
-
-impl<B: Backend> HostBuffer<B> {
-    fn new<const D: usize>(tensor: Option<Tensor<B, D>>, dims: [usize; D]) -> Self {
-        let Some(mut p) = tensor.map(primitive) else {
-            return HostBuffer::Copy(vec![0.0; dims.iter().product()]);
-        };
-        if host_tensor::values_mut::<B>(&mut p).is_some() {
-            HostBuffer::Own(p)
-        } else {
-            HostBuffer::Copy(host_values::<B, D>(&p).into_owned())
-        }
-    }
-
-    fn values(&mut self) -> &mut [f32] {
-        match self {
-            HostBuffer::Copy(copy) => copy,
-            HostBuffer::Own(p) => host_tensor::values_mut::<B>(p)
-                .expect("checked in `new`, and nothing has shared the buffer since"),
-        }
-    }
-
-    fn into_tensor<const D: usize>(self, dims: [usize; D], device: &B::Device) -> Tensor<B, D> {
-        match self {
-            HostBuffer::Copy(copy) => from_host(copy, dims, device),
-            HostBuffer::Own(p) => Tensor::from_primitive(TensorPrimitive::Float(p)),
-        }
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`softmax`]: attention's masked softmax as one pass forward and one backward;
 //! - [`kd_ce`]: Hinton's distillation term and cross-entropy in one pass over the logits;
 //! - [`adamw`]: AdamW as one in-place pass per parameter, burn's state and results;
+//! - [`sgd`]: SGD with momentum, Nesterov and weight decay likewise, burn's state and results;
 //! - [`lora_weight`]: a LoRA target's weight `W0 + s·ΔW` as one GEMM, two thin GEMMs back;
 //! - [`threads`] and [`allocator`]: process settings that a training program makes once.
 //!
@@ -56,6 +57,7 @@ pub mod linear;
 pub mod lora_weight;
 pub mod norm;
 pub mod pool;
+pub mod sgd;
 pub mod softmax;
 pub mod threads;
 

@@ -3,8 +3,10 @@
 //! compiling hot loops for the processor's vector instructions.
 //!
 //! The layers ([`crate::conv`], [`crate::linear`], [`crate::pool`]), the fused loss, the
-//! fused optimizer ([`crate::adamw`]) and the LoRA weight are built from these pieces.
+//! fused optimizers ([`crate::adamw`], [`crate::sgd`]) and the LoRA weight are built from
+//! these pieces.
 
+pub(crate) mod buffer;
 pub(crate) mod gemm;
 pub(crate) mod layer;
 pub(crate) mod math;
