@@ -15,7 +15,7 @@
 //! operations.
 
 use crate::cpu::route::{HostBackend, HostOp, record, route};
-use crate::cpu::tensor::{from_host, host_values, primitive};
+use crate::cpu::tensor::{from_host, host_values, primitive, values_mut};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
@@ -40,20 +40,22 @@ pub enum NormActivation {
 }
 
 impl NormActivation {
-    /// `G(x·scale + shift + residual)` with the activation as a type.
+    /// `G(x·scale + shift + residual)` into `out` with the activation as a type (`x` is
+    /// `out` itself when `None`).
     fn normalise(
         self,
-        x: &[f32],
+        out: &mut [f32],
+        x: Option<&[f32]>,
         residual: Option<&[f32]>,
         scale: &[f32],
         shift: &[f32],
         shape: [usize; 3],
-    ) -> Vec<f32> {
+    ) {
         use planes::{Identity, Relu, Relu6, normalise};
         match self {
-            Self::Identity => normalise::<Identity>(x, residual, scale, shift, shape),
-            Self::Relu => normalise::<Relu>(x, residual, scale, shift, shape),
-            Self::Relu6 => normalise::<Relu6>(x, residual, scale, shift, shape),
+            Self::Identity => normalise::<Identity>(out, x, residual, scale, shift, shape),
+            Self::Relu => normalise::<Relu>(out, x, residual, scale, shift, shape),
+            Self::Relu6 => normalise::<Relu6>(out, x, residual, scale, shift, shape),
         }
     }
 
@@ -243,13 +245,22 @@ impl HostOp for NormCall {
             &host_values::<B, 1>(&gamma),
             &host_values::<B, 1>(&beta),
         );
-        let y = self.activation.normalise(
-            &host_values::<B, 4>(&x),
-            residual.as_ref().map(host_values::<B, 4>).as_deref(),
-            &scale,
-            &shift,
-            self.shape,
-        );
+        let residual = residual.as_ref().map(host_values::<B, 4>);
+        let mut x = x;
+        // A frozen body's maps are held by nothing else: normalised where they are, which
+        // saves an allocation, zeroing it and a pass over memory per norm.
+        if let Some(values) = values_mut::<B>(&mut x) {
+            let residual = residual.as_deref();
+            let shape = self.shape;
+            self.activation
+                .normalise(values, None, residual, &scale, &shift, shape);
+            return (Tensor::from_primitive(TensorPrimitive::Float(x)), None);
+        }
+        let mut y = vec![0.0f32; self.dims.iter().product()];
+        let xs = host_values::<B, 4>(&x);
+        let (residual, shape) = (residual.as_deref(), self.shape);
+        self.activation
+            .normalise(&mut y, Some(&xs), residual, &scale, &shift, shape);
         (from_host(y, self.dims, &device), None)
     }
 
@@ -271,8 +282,10 @@ impl HostOp for NormCall {
             &gamma_values,
             &host_values::<B, 1>(&beta.primitive),
         );
-        let y = self.activation.normalise(
-            &xs,
+        let mut y = vec![0.0f32; xs.len()];
+        self.activation.normalise(
+            &mut y,
+            Some(&xs),
             residual
                 .as_ref()
                 .map(|r| host_values::<B, 4>(&r.primitive))
@@ -547,9 +560,19 @@ mod tests {
         let inner = bn.valid();
         let x = random::<NdArray, 4>([3, 5, 7, 6]);
         let r = random::<NdArray, 4>([3, 5, 7, 6]);
-        close(
-            batch_norm(&inner, x.clone(), Some(r.clone()), NormActivation::Relu6),
-            reference(&inner, x, Some(r), NormActivation::Relu6),
-        );
+        let before = x.to_data();
+        for residual in [Some(r), None] {
+            let expected = reference(&inner, x.clone(), residual.clone(), NormActivation::Relu6);
+            // A map another tensor holds is left as it was; one nothing else holds is
+            // normalised in place.
+            let shared = batch_norm(&inner, x.clone(), residual.clone(), NormActivation::Relu6);
+            x.to_data().assert_eq(&before, true);
+            close(shared, expected.clone());
+            let owned = x.clone().mul_scalar(1.0);
+            close(
+                batch_norm(&inner, owned, residual, NormActivation::Relu6),
+                expected,
+            );
+        }
     }
 }

@@ -116,38 +116,51 @@ pub(super) fn statistics(x: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f3
     per_channel.into_iter().unzip()
 }
 
-/// `G(x·scale + shift + residual)` per channel, plane by plane in parallel.
+/// `G(x·scale + shift + residual)` per channel, plane by plane in parallel, into `out`;
+/// `x` is `out` itself when `None` (an inference input nothing else holds).
 pub(super) fn normalise<G: Gate>(
-    x: &[f32],
+    out: &mut [f32],
+    x: Option<&[f32]>,
     residual: Option<&[f32]>,
     scale: &[f32],
     shift: &[f32],
     [_, c, hw]: [usize; 3],
-) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+) {
     let block = planes_per_task(hw) * hw;
-    y.par_chunks_mut(block).enumerate().for_each(|(task, out)| {
-        for (i, plane) in out.chunks_mut(hw).enumerate() {
-            let first = task * block + i * hw;
-            let ch = (first / hw) % c;
-            let (a, b) = (scale[ch], shift[ch]);
-            let xs = &x[first..][..hw];
-            match residual {
-                Some(r) => {
-                    let rs = &r[first..][..hw];
-                    for ((o, &v), &r) in plane.iter_mut().zip(xs).zip(rs) {
-                        *o = G::apply(v * a + b + r);
+    out.par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(task, out)| {
+            for (i, plane) in out.chunks_mut(hw).enumerate() {
+                let first = task * block + i * hw;
+                let ch = (first / hw) % c;
+                let (a, b) = (scale[ch], shift[ch]);
+                match (
+                    x.map(|x| &x[first..][..hw]),
+                    residual.map(|r| &r[first..][..hw]),
+                ) {
+                    (Some(xs), Some(rs)) => {
+                        for ((o, &v), &r) in plane.iter_mut().zip(xs).zip(rs) {
+                            *o = G::apply(v * a + b + r);
+                        }
                     }
-                }
-                None => {
-                    for (o, &v) in plane.iter_mut().zip(xs) {
-                        *o = G::apply(v * a + b);
+                    (Some(xs), None) => {
+                        for (o, &v) in plane.iter_mut().zip(xs) {
+                            *o = G::apply(v * a + b);
+                        }
+                    }
+                    (None, Some(rs)) => {
+                        for (o, &r) in plane.iter_mut().zip(rs) {
+                            *o = G::apply(*o * a + b + r);
+                        }
+                    }
+                    (None, None) => {
+                        for o in plane.iter_mut() {
+                            *o = G::apply(*o * a + b);
+                        }
                     }
                 }
             }
-        }
-    });
-    y
+        });
 }
 
 /// What the backward pass reads: the saved input and output (`None` for the identity,

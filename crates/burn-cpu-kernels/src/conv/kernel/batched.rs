@@ -50,18 +50,96 @@ impl Chunks {
     }
 }
 
+/// Channels per task when one chunk's unfolding or folding is split between threads:
+/// `tasks_per_thread` tasks for each thread, so that uneven ones even out.
+fn channels_per_task(shape: &ConvShape, parallel: bool) -> usize {
+    const TASKS_PER_THREAD: usize = 4;
+    let tasks = if parallel {
+        rayon::current_num_threads() * TASKS_PER_THREAD
+    } else {
+        1
+    };
+    shape.channels.div_ceil(tasks).max(1)
+}
+
 /// Unfolds the `n` samples of `x` (a chunk of the input) into `cols` `[rows, n·positions]`.
-fn unfold_chunk(shape: &ConvShape, x: &[f32], n: usize, cols: &mut [f32]) {
+/// With `parallel` (the chunk is the only one running), blocks of channels, whose rows are
+/// contiguous in `cols`, go to different threads: the last stages' maps are so small that
+/// unfolding one chunk alone took as long as its GEMM on both cores.
+fn unfold_chunk(shape: &ConvShape, x: &[f32], n: usize, cols: &mut [f32], parallel: bool) {
     let (p, width) = (shape.positions(), n * shape.positions());
-    for j in 0..n {
-        let sample = &x[j * shape.sample_input()..][..shape.sample_input()];
+    let per_task = channels_per_task(shape, parallel);
+    let channel_rows = shape.taps() * width;
+    let cols = &mut cols[..shape.unfolded_rows() * width];
+    let unfold = |(t, cols): (usize, &mut [f32])| {
+        let first = t * per_task;
+        // The block's channels as a convolution of their own (rows and planes in order).
+        let block = ConvShape {
+            channels: cols.len() / channel_rows,
+            ..*shape
+        };
+        for j in 0..n {
+            let sample = &x[j * shape.sample_input() + first * shape.input_plane()..];
+            if shape.is_pointwise() {
+                for c in 0..block.channels {
+                    cols[c * width + j * p..][..p].copy_from_slice(&sample[c * p..][..p]);
+                }
+            } else {
+                unfold::im2col(
+                    &block,
+                    sample,
+                    &mut cols[j * p..],
+                    0..shape.output[0],
+                    width,
+                );
+            }
+        }
+    };
+    if parallel {
+        cols.par_chunks_mut(per_task * channel_rows)
+            .enumerate()
+            .for_each(unfold);
+    } else {
+        unfold((0, cols));
+    }
+}
+
+/// The adjoint of [`unfold_chunk`]: adds `cols` `[rows, n·positions]` into the `n` samples'
+/// input gradients `dx` (split between threads by channel blocks with `parallel`).
+fn fold_chunk(shape: &ConvShape, cols: &[f32], dx: &mut [f32], parallel: bool) {
+    let (p, width) = (
+        shape.positions(),
+        dx.len() / shape.sample_input() * shape.positions(),
+    );
+    let per_task = channels_per_task(shape, parallel);
+    let plane = shape.input_plane();
+    let fold = |(j, t, dx): (usize, usize, &mut [f32])| {
+        let first = t * per_task;
+        let block = ConvShape {
+            channels: dx.len() / plane,
+            ..*shape
+        };
+        let cols = &cols[first * shape.taps() * width + j * p..];
         if shape.is_pointwise() {
-            for (c, plane) in sample.chunks(p).enumerate() {
-                cols[c * width + j * p..][..p].copy_from_slice(plane);
+            for (c, plane) in dx.chunks_mut(p).enumerate() {
+                plane.copy_from_slice(&cols[c * width..][..p]);
             }
         } else {
-            unfold::im2col(shape, sample, &mut cols[j * p..], 0..shape.output[0], width);
+            unfold::col2im_add(&block, cols, dx, 0..shape.output[0], width);
         }
+    };
+    let tasks = dx
+        .chunks_mut(shape.sample_input())
+        .enumerate()
+        .flat_map(|(j, dx)| {
+            dx.chunks_mut(per_task * plane)
+                .enumerate()
+                .map(move |(t, dx)| (j, t, dx))
+        });
+    if parallel {
+        tasks.collect::<Vec<_>>().into_par_iter().for_each(fold);
+    } else {
+        tasks.for_each(fold);
     }
 }
 
@@ -82,7 +160,7 @@ pub(super) fn forward(
         let x = &x[i * chunks.samples * shape.sample_input()..];
         scratch::with((rows + k) * width, |buffer| {
             let (cols, product) = buffer.split_at_mut(rows * width);
-            unfold_chunk(shape, x, n, cols);
+            unfold_chunk(shape, x, n, cols, !chunks.parallel);
             gemm::product(
                 gemm::MatMut::row_major(product, k, width),
                 gemm::Mat::row_major(weight, k, rows),
@@ -147,7 +225,13 @@ pub(super) fn backward(
             }
             let dy_chunk = gemm::Mat::row_major(dy_chunk, k, width);
             if want_weight {
-                unfold_chunk(shape, &x[first * shape.sample_input()..], n, cols);
+                unfold_chunk(
+                    shape,
+                    &x[first * shape.sample_input()..],
+                    n,
+                    cols,
+                    !chunks.parallel,
+                );
                 // dW[out × rows] += dy[out × cols] · colsᵀ[cols × rows]
                 gemm::product(
                     gemm::MatMut::row_major(&mut dw, k, rows),
@@ -166,15 +250,7 @@ pub(super) fn backward(
                     false,
                     chunks.gemm_parallelism(),
                 );
-                for (j, dx) in dx.chunks_mut(shape.sample_input()).enumerate() {
-                    if shape.is_pointwise() {
-                        for (c, plane) in dx.chunks_mut(p).enumerate() {
-                            plane.copy_from_slice(&cols[c * width + j * p..][..p]);
-                        }
-                    } else {
-                        unfold::col2im_add(shape, &cols[j * p..], dx, 0..shape.output[0], width);
-                    }
-                }
+                fold_chunk(shape, cols, dx, !chunks.parallel);
             }
         });
         dw

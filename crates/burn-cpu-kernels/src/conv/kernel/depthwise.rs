@@ -52,29 +52,24 @@ impl Padded {
         (row * self.phases + phase) * self.len
     }
 
-    /// The padded row input row `y` lands in, when the output reads it.
-    fn row(&self, shape: &ConvShape, y: usize) -> Option<usize> {
-        let row = y + shape.padding[0];
-        (row < self.rows).then_some(row)
+    /// The input columns phase `phase` of a padded row holds: indices `lo..hi` of the
+    /// phase's row, reading columns `first, first + phases, …` of the input row (`first`
+    /// meaningful only when the range is not empty).
+    fn phase_columns(&self, shape: &ConvShape, phase: usize) -> (usize, usize, usize) {
+        let (left, w, s) = (shape.padding[1], shape.input[1], self.phases);
+        // Padded column `i·s + phase` reads input column `i·s + phase − left`.
+        let lo = left.saturating_sub(phase).div_ceil(s).min(self.len);
+        let hi = (left + w)
+            .saturating_sub(phase)
+            .div_ceil(s)
+            .clamp(lo, self.len);
+        (lo, hi, (lo * s + phase).saturating_sub(left))
     }
 
-    /// Calls `f(x, offset)` for each column `x` of an input row whose pixel the output
-    /// reads, `offset` its place within the padded `row`'s phases.
-    fn columns(&self, shape: &ConvShape, row: usize, mut f: impl FnMut(usize, usize)) {
-        let col = shape.padding[1];
-        let (mut phase, mut index) = (col % self.phases, col / self.phases);
-        for x in 0..shape.input[1] {
-            if index >= self.len {
-                // Past the last window, as every column after it.
-                break;
-            }
-            f(x, self.at(row, phase) + index);
-            phase += 1;
-            if phase == self.phases {
-                phase = 0;
-                index += 1;
-            }
-        }
+    /// The padded rows that hold input rows: `first..end`.
+    fn image_rows(&self, shape: &ConvShape) -> std::ops::Range<usize> {
+        let top = shape.padding[0];
+        top.min(self.rows)..(top + shape.input[0]).min(self.rows)
     }
 
     /// With unit strides, the output laid out at the padded rows' width (`len`, the last
@@ -86,20 +81,30 @@ impl Padded {
         (shape.stride == [1, 1]).then(|| (shape.output[0] - 1) * self.len + shape.output[1])
     }
 
-    /// Copies `plane` `[h, w]` into `out` (zeros around it).
+    /// Copies `plane` `[h, w]` into `out` (zeros around it; each phase's columns a
+    /// strided run, so a stride-2 layer's 64×64 maps cost a pass, not a call per pixel).
     fn fill(&self, shape: &ConvShape, plane: &[f32], out: &mut [f32]) {
-        out.fill(0.0);
-        let [h, w] = shape.input;
-        for y in 0..h {
-            let Some(row) = self.row(shape, y) else { break };
-            let src = &plane[y * w..][..w];
-            if self.phases == 1 {
-                // One phase: the row is one run.
-                let start = self.at(row, 0) + shape.padding[1];
-                let n = w.min(self.len.saturating_sub(shape.padding[1]));
-                out[start..][..n].copy_from_slice(&src[..n]);
-            } else {
-                self.columns(shape, row, |x, at| out[at] = src[x]);
+        let rows = self.image_rows(shape);
+        let w = shape.input[1];
+        out[..self.at(rows.start, 0)].fill(0.0);
+        out[self.at(rows.end, 0)..self.floats()].fill(0.0);
+        for row in rows {
+            let src = &plane[(row - shape.padding[0]) * w..][..w];
+            for phase in 0..self.phases {
+                let dst = &mut out[self.at(row, phase)..][..self.len];
+                let (lo, hi, first) = self.phase_columns(shape, phase);
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if lo == hi {
+                    continue;
+                }
+                let dst = &mut dst[lo..hi];
+                if self.phases == 1 {
+                    dst.copy_from_slice(&src[first..][..dst.len()]);
+                } else {
+                    let src = src[first..].iter().step_by(self.phases);
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v);
+                }
             }
         }
     }
@@ -107,16 +112,18 @@ impl Padded {
     /// The adjoint of [`fill`](Self::fill): the gradient of `plane` from the padded one's.
     fn crop(&self, shape: &ConvShape, padded: &[f32], plane: &mut [f32]) {
         plane.fill(0.0);
-        let [h, w] = shape.input;
-        for y in 0..h {
-            let Some(row) = self.row(shape, y) else { break };
-            let dst = &mut plane[y * w..][..w];
-            if self.phases == 1 {
-                let start = self.at(row, 0) + shape.padding[1];
-                let n = w.min(self.len.saturating_sub(shape.padding[1]));
-                dst[..n].copy_from_slice(&padded[start..][..n]);
-            } else {
-                self.columns(shape, row, |x, at| dst[x] = padded[at]);
+        let rows = self.image_rows(shape);
+        let w = shape.input[1];
+        for row in rows {
+            let dst = &mut plane[(row - shape.padding[0]) * w..][..w];
+            for phase in 0..self.phases {
+                let (lo, hi, first) = self.phase_columns(shape, phase);
+                if lo == hi {
+                    continue;
+                }
+                let src = &padded[self.at(row, phase) + lo..][..hi - lo];
+                let dst = dst[first..].iter_mut().step_by(self.phases);
+                dst.zip(src).for_each(|(d, &v)| *d = v);
             }
         }
     }

@@ -346,6 +346,30 @@ fn small_maps_put_several_samples_in_one_gemm() {
     assert_ne!(Algorithm::for_shape(&single.shape()), Algorithm::Batched);
 }
 
+/// One chunk alone unfolds and folds its channels on every thread, several chunks each on
+/// their own: both ways, whatever the machine, with channel counts the tasks do not divide.
+#[test]
+fn small_maps_split_channels_between_threads_when_one_chunk_runs() {
+    let cases = [
+        conv(5, 11, 6, [4, 4], [3, 3]).padding([(1, 1); 2]),
+        conv(9, 13, 4, [6, 6], [3, 3])
+            .stride([2, 2])
+            .padding([(1, 1); 2]),
+        conv(3, 10, 5, [4, 4], [1, 1]),
+    ];
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for case in &cases {
+            let shape = case.shape();
+            assert_eq!(Algorithm::for_shape(&shape), Algorithm::Batched);
+            pool.install(|| check(shape));
+        }
+    }
+}
+
 #[test]
 fn wide_layers_are_unfolded_block_by_block() {
     // 32 channels × 3×3 taps × 240 output columns exceed one block: one output row per
