@@ -30,8 +30,13 @@ pub(crate) fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    // 2ⁿ from its exponent bits; n = −127 (x below about −87.3) gives the bits of 0.
-    let scale = f32::from_bits(((n as i32 + 127).max(0) as u32) << 23);
+    // 2ⁿ from its exponent bits; n = −127 (x below about −87.3) gives the bits of 0. n + 127
+    // (a whole number in 0..=254 here) is read from the low bits of n + 127 + 2²³, whose
+    // unit in the last place is 1: `n as i32` would be a conversion that saturates, which
+    // the compiler does lane by lane, and that made the vectorised loops half scalar.
+    const EXPONENT_BITS: f32 = 8_388_608.0;
+    let biased = (n + 127.0) + EXPONENT_BITS;
+    let scale = f32::from_bits((biased.to_bits() & 0xFF) << 23);
     p * scale
 }
 
