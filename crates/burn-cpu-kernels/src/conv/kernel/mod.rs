@@ -13,6 +13,7 @@
 mod batched;
 mod depthwise;
 mod scratch;
+mod stacked;
 mod unfold;
 mod winograd;
 
@@ -198,6 +199,8 @@ pub(crate) fn is_depthwise(shape: &ConvShape) -> bool {
 /// The ways a convolution is computed here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Algorithm {
+    /// Winograd on the samples stacked into tall images (small maps): [`stacked`].
+    Stacked,
     /// Several samples per GEMM (small maps): [`batched`].
     Batched,
     /// Winograd's F(2×2, 3×3): [`winograd`].
@@ -211,7 +214,9 @@ pub(crate) enum Algorithm {
 impl Algorithm {
     /// The fastest one for `shape`.
     pub(crate) fn for_shape(shape: &ConvShape) -> Self {
-        if batched::applies(shape) {
+        if stacked::applies(shape) {
+            Self::Stacked
+        } else if batched::applies(shape) {
             Self::Batched
         } else if winograd::applies(shape) {
             Self::Winograd
@@ -226,6 +231,7 @@ impl Algorithm {
     #[cfg(test)]
     fn computes(self, shape: &ConvShape) -> bool {
         match self {
+            Self::Stacked => stacked::applies(shape),
             Self::Batched => shape.groups == 1,
             Self::Winograd => winograd::applies(shape),
             Self::Depthwise => depthwise::applies(shape),
@@ -257,6 +263,7 @@ fn forward_with(
     debug_assert_eq!(x.len(), shape.input_len());
     debug_assert_eq!(weight.len(), shape.weight_len());
     match algorithm {
+        Algorithm::Stacked => return stacked::forward(x, weight, bias, shape, relu),
         Algorithm::Batched => return batched::forward(x, weight, bias, shape, relu),
         Algorithm::Winograd => return winograd::forward(x, weight, bias, shape, relu),
         Algorithm::Depthwise => return depthwise::forward(x, weight, bias, shape, relu),
@@ -407,6 +414,7 @@ fn backward_with(
     }
     let (want_input, want_weight) = (wanted.input, wanted.weight);
     let (input, weight) = match algorithm {
+        Algorithm::Stacked => stacked::backward(x, weight, dy, shape, want_input, want_weight),
         Algorithm::Batched => batched::backward(x, weight, dy, shape, want_input, want_weight),
         Algorithm::Winograd => winograd::backward(x, weight, dy, shape, want_input, want_weight),
         Algorithm::Depthwise => depthwise::backward(x, weight, dy, shape, want_input, want_weight),

@@ -76,6 +76,7 @@ fn assert_close(ours: &[f32], reference: &[Exact], what: &str) {
 /// Checks every algorithm that computes `s` against the definition.
 fn check(s: ConvShape) {
     let algorithms = [
+        Algorithm::Stacked,
         Algorithm::Batched,
         Algorithm::Winograd,
         Algorithm::Depthwise,
@@ -368,6 +369,38 @@ fn small_maps_split_channels_between_threads_when_one_chunk_runs() {
             pool.install(|| check(shape));
         }
     }
+}
+
+/// Winograd on the samples stacked into tall images: frames with every kind of padding
+/// (none, both sides, top only, bottom only), odd heights, batches the images do not divide
+/// (topped up with zero samples), with one thread and with three.
+#[test]
+fn small_winograd_maps_stack_the_samples() {
+    let cases = [
+        conv(5, 9, 8, [8, 8], [3, 3]).padding([(1, 1); 2]),
+        conv(7, 8, 10, [10, 8], [3, 3]),
+        conv(4, 10, 9, [9, 5], [3, 3]).padding([(1, 0), (0, 1)]),
+        conv(3, 8, 8, [8, 6], [3, 3]).padding([(0, 2), (1, 1)]),
+    ];
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for case in &cases {
+            let shape = case.shape();
+            assert_eq!(Algorithm::for_shape(&shape), Algorithm::Stacked);
+            pool.install(|| check(shape));
+        }
+    }
+    // One sample, or a large map, stays with one image per sample; maps under 8 rows go
+    // to `batched`.
+    let single = conv(1, 8, 8, [8, 8], [3, 3]).padding([(1, 1); 2]);
+    assert_eq!(Algorithm::for_shape(&single.shape()), Algorithm::Winograd);
+    let large = conv(2, 8, 8, [18, 18], [3, 3]);
+    assert_eq!(Algorithm::for_shape(&large.shape()), Algorithm::Winograd);
+    let short = conv(4, 8, 8, [4, 4], [3, 3]).padding([(1, 1); 2]);
+    assert_eq!(Algorithm::for_shape(&short.shape()), Algorithm::Batched);
 }
 
 #[test]

@@ -36,6 +36,10 @@ const MIN_CHANNELS: usize = 8;
 /// blocks this size trained the reference CNN as fast as whole samples, and keep the
 /// per-thread scratch bounded for large images.
 const BLOCK_FLOATS: usize = 256 * 1024;
+/// Tiles a block gets at least, whatever its size in floats: with fewer, the 16 GEMMs are
+/// too thin, and each block reads all the transformed weights again (4 M floats for a
+/// 512-channel layer).
+const MIN_TILES: usize = 128;
 
 /// Whether the convolution is one this algorithm computes: a dense 3×3 kernel with unit
 /// stride and dilation, and enough channels.
@@ -73,7 +77,9 @@ impl Tiling {
         Self {
             rows,
             cols,
-            block_rows: (BLOCK_FLOATS / per_row.max(1)).clamp(1, rows.max(1)),
+            block_rows: (BLOCK_FLOATS / per_row.max(1))
+                .max(MIN_TILES.div_ceil(cols.max(1)))
+                .clamp(1, rows.max(1)),
         }
     }
 
@@ -179,19 +185,63 @@ fn transform_weights(weight: &[f32], shape: &ConvShape) -> Vec<f32> {
         .into_par_iter()
         .enumerate()
         .for_each(|(b, mut rows)| {
-            let filters = weight[b * FILTERS * 9..]
-                .chunks_exact(9)
-                .take(rows[0].len());
-            for (i, g) in filters.enumerate() {
-                let g: [[f32; 3]; 3] =
-                    std::array::from_fn(|r| std::array::from_fn(|s| g[r * 3 + s]));
-                let t = separable(g, spread_kernel);
-                for (row, value) in rows.iter_mut().zip(t.iter().flatten()) {
-                    row[i] = *value;
-                }
-            }
+            let n = rows[0].len();
+            let filters = &weight[b * FILTERS * 9..][..n * 9];
+            crate::cpu::vector_isa::widest(
+                #[inline(always)]
+                || transform_filters(filters, n, &mut rows),
+            )
         });
     u
+}
+
+/// `G g Gᵀ` for `n` filters `[n, 3, 3]` into the sixteen rows `rows[ξ][..n]`.
+///
+/// Why tap by tap: filter by filter, sixteen values went to sixteen rows at a time and the
+/// transform ran one filter at a time (for a 512-channel layer it took longer than the
+/// convolution's GEMMs on a 4×4 map). Laid out as nine arrays (one per tap) the
+/// arithmetic is the same element-wise lines, in the same order (so the same rounding),
+/// over all the filters at once.
+#[inline(always)]
+fn transform_filters(filters: &[f32], n: usize, rows: &mut [&mut [f32]]) {
+    let mut taps = vec![0.0f32; 9 * n];
+    for (i, g) in filters.chunks_exact(9).enumerate() {
+        for (t, &v) in g.iter().enumerate() {
+            taps[t * n + i] = v;
+        }
+    }
+    let tap = |t: usize| &taps[t * n..][..n];
+    // G along each kernel row r: along[r][j] for the tile's points j.
+    let mut along = vec![0.0f32; 12 * n];
+    for r in 0..3 {
+        let [p0, p1, p2, p3] = along[4 * r * n..][..4 * n]
+            .chunks_exact_mut(n)
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("four lines");
+        spread_lanes(
+            [tap(3 * r), tap(3 * r + 1), tap(3 * r + 2)],
+            [p0, p1, p2, p3],
+        );
+    }
+    // Then down each column j: point (o, j) of the transformed filter is row 4·o + j.
+    for j in 0..WINDOW {
+        let line = |r: usize| &along[(4 * r + j) * n..][..n];
+        let out = rows
+            .get_disjoint_mut([j, WINDOW + j, 2 * WINDOW + j, 3 * WINDOW + j])
+            .expect("sixteen distinct rows");
+        spread_lanes([line(0), line(1), line(2)], out.map(|r| &mut r[..n]));
+    }
+}
+
+/// [`spread_kernel`] element by element: `out[j][i] = spread_kernel([g0[i], g1[i], g2[i]])[j]`.
+#[inline(always)]
+fn spread_lanes([g0, g1, g2]: [&[f32]; 3], [o0, o1, o2, o3]: [&mut [f32]; WINDOW]) {
+    o0.copy_from_slice(g0);
+    o3.copy_from_slice(g2);
+    for (((o1, o2), &a), (&b, &c)) in o1.iter_mut().zip(o2).zip(g0).zip(g1.iter().zip(g2)) {
+        [_, *o1, *o2, _] = spread_kernel([a, b, c]);
+    }
 }
 
 /// The weight gradient `dg = Gᵀ dU G` from the transformed one `dU[ξ][out][in]`.
@@ -223,6 +273,7 @@ fn output_gradient_1d([d0, d1]: [f32; TILE]) -> [f32; WINDOW] {
 }
 
 /// `G` applied to a kernel row: the kernel at the tile's four transformed points.
+#[inline(always)]
 fn spread_kernel(g: [f32; 3]) -> [f32; WINDOW] {
     [
         g[0],
