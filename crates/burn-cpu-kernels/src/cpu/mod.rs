@@ -16,3 +16,4 @@ pub(crate) mod reshape;
 pub(crate) mod route;
 pub(crate) mod tensor;
 pub(crate) mod vector_isa;
+pub(crate) mod window;

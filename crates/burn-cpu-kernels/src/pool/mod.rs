@@ -1,11 +1,12 @@
 //! burn's [`MaxPool2d`] fast on the CPU backends: the same settings, the same results.
 //!
 //! [`max_pool2d`] computes what `layer.forward(x)` computes (the first maximum of each
-//! window; padding never wins). On Flex, and in training on ndarray and Flex, it pools in
-//! the backend's memory with a backward pass of its own that adds each gradient at the
-//! position the forward pass recorded; burn's Flex max-pool is a general scalar loop, slow
-//! enough to dominate a small CNN's frozen forward. Elsewhere
-//! (ndarray inference, whose max-pool is SIMD; GPUs; `ceil_mode`) it is burn's own.
+//! window; padding never wins). On ndarray and Flex it pools in the backend's memory: in
+//! training with a backward pass of its own that adds each gradient at the position the
+//! forward pass recorded, in inference (a frozen body) in two separable passes. burn's Flex
+//! max-pool is a general scalar loop, slow enough to dominate a small CNN's frozen forward;
+//! ndarray's copies the map into a padded one first. Elsewhere (GPUs; `ceil_mode`) it is
+//! burn's own.
 
 mod kernel;
 mod op;

@@ -1,5 +1,5 @@
-//! `max_pool2d` against burn's `MaxPool2d`, forward and backward, on this crate's path (autodiff over
-//! ndarray) and burn's own (ndarray inference).
+//! `max_pool2d` against burn's `MaxPool2d`, forward and backward (autodiff over ndarray), and
+//! in inference (ndarray without autodiff).
 
 use super::*;
 use burn::backend::{Autodiff, NdArray};
@@ -27,7 +27,7 @@ fn check(config: MaxPool2dConfig, dims: [usize; 4]) {
     let tol = Tolerance::<f32>::rel_abs(1e-6, 1e-6);
     y.assert_approx_eq::<f32>(&y_ref, tol);
     dx.assert_approx_eq::<f32>(&dx_ref, tol);
-    // No autodiff: ndarray's own max-pool.
+    // No autodiff: the separable inference passes.
     let inner = max_pool2d(&ours, x0.clone().inner());
     inner.into_data().assert_approx_eq::<f32>(&y_ref, tol);
 }
