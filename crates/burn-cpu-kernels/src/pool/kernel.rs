@@ -55,7 +55,9 @@ impl PoolShape {
     }
 
     /// The first maximum of window `(oy, ox)` of one plane and its position in the plane
-    /// (`NOWHERE` for a window that reads no input position).
+    /// (`NOWHERE` for a window that reads no input position): the definition the passes
+    /// are tested against.
+    #[cfg(test)]
     fn window_max(&self, x: &[f32], oy: usize, ox: usize) -> (f32, u32) {
         let [h, w] = self.input;
         let y0 = (oy * self.stride[0]) as isize - self.padding[0] as isize;
@@ -129,7 +131,7 @@ fn pool_two_rows(x: &[f32], w: usize, oy: usize, y: &mut [f32], indices: Option<
 pub(crate) fn forward(x: &[f32], shape: &PoolShape) -> Vec<f32> {
     let mut y = vec![0.0; shape.output_len()];
     if shape.is_two_by_two() {
-        pool_into(x, shape, &mut y, None);
+        pool_two_by_two(x, shape, &mut y, None);
         return y;
     }
     y.par_chunks_mut(shape.output_plane())
@@ -181,35 +183,90 @@ fn pool_separably(x: &[f32], shape: &PoolShape, y: &mut [f32], across: &mut Vec<
     }
 }
 
+/// [`pool_separably`] keeping each maximum's position within the plane (training).
+///
+/// The position is the first maximum in reading order, as window by window: across, each
+/// row's first maximum (a later column must be larger to replace it); down, the first row
+/// holding the window's maximum (likewise), whose first maximum is then the window's first.
+/// A window whose values are all −∞ takes its first position read, as window by window.
+fn pool_separably_with_positions(
+    x: &[f32],
+    shape: &PoolShape,
+    (y, at): (&mut [f32], &mut [u32]),
+    (across, across_at): (&mut Vec<f32>, &mut Vec<u32>),
+) {
+    let [h, w] = shape.input;
+    let [ho, wo] = shape.output;
+    let take = |best: &mut f32, best_at: &mut u32, v: f32, v_at: u32| {
+        if wins(v, *best) || (*best_at == NOWHERE && v_at != NOWHERE) {
+            (*best, *best_at) = (v, v_at);
+        }
+    };
+    across.clear();
+    across.resize(h * wo, f32::NEG_INFINITY);
+    across_at.clear();
+    across_at.resize(h * wo, NOWHERE);
+    for (iy, row) in x.chunks_exact(w).enumerate() {
+        let (out, out_at) = (
+            &mut across[iy * wo..][..wo],
+            &mut across_at[iy * wo..][..wo],
+        );
+        for kx in 0..shape.kernel[1] {
+            let offset = (kx * shape.dilation[1]) as isize - shape.padding[1] as isize;
+            let valid = inside(wo, shape.stride[1], offset, w);
+            for ox in valid {
+                let ix = (ox as isize * shape.stride[1] as isize + offset) as usize;
+                take(&mut out[ox], &mut out_at[ox], row[ix], (iy * w + ix) as u32);
+            }
+        }
+    }
+    y.fill(f32::NEG_INFINITY);
+    at.fill(NOWHERE);
+    for ky in 0..shape.kernel[0] {
+        let offset = (ky * shape.dilation[0]) as isize - shape.padding[0] as isize;
+        for oy in inside(ho, shape.stride[0], offset, h) {
+            let iy = (oy as isize * shape.stride[0] as isize + offset) as usize;
+            let (src, src_at) = (&across[iy * wo..][..wo], &across_at[iy * wo..][..wo]);
+            let (dst, dst_at) = (&mut y[oy * wo..][..wo], &mut at[oy * wo..][..wo]);
+            for (((best, best_at), &v), &v_at) in dst.iter_mut().zip(dst_at).zip(src).zip(src_at) {
+                take(best, best_at, v, v_at);
+            }
+        }
+    }
+}
+
 /// The pooled output and the position (within its plane) each output was taken from.
 pub(crate) fn forward_with_indices(x: &[f32], shape: &PoolShape) -> (Vec<f32>, Vec<u32>) {
     let mut y = vec![0.0; shape.output_len()];
     let mut indices = vec![0u32; shape.output_len()];
-    pool_into(x, shape, &mut y, Some(&mut indices));
+    if shape.is_two_by_two() {
+        pool_two_by_two(x, shape, &mut y, Some(&mut indices));
+        return (y, indices);
+    }
+    let n = shape.output_plane();
+    y.par_chunks_mut(n)
+        .zip(indices.par_chunks_mut(n))
+        .zip(x.par_chunks(shape.input_plane()))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(across, across_at), ((y, at), x)| {
+                pool_separably_with_positions(x, shape, (y, at), (across, across_at));
+            },
+        );
     (y, indices)
 }
 
-/// Pools `x` into `y`, and the winning positions into `indices` when given.
-fn pool_into(x: &[f32], shape: &PoolShape, y: &mut [f32], indices: Option<&mut [u32]>) {
+/// Pools `x` into `y` with 2×2 windows at stride 2, and the winning positions into
+/// `indices` when given.
+fn pool_two_by_two(x: &[f32], shape: &PoolShape, y: &mut [f32], indices: Option<&mut [u32]>) {
+    debug_assert!(shape.is_two_by_two());
     debug_assert_eq!(x.len(), shape.input_len());
     let plane = |p: usize, y: &mut [f32], mut indices: Option<&mut [u32]>| {
         let x = &x[p * shape.input_plane()..][..shape.input_plane()];
-        let [ho, wo] = shape.output;
-        if shape.is_two_by_two() {
-            for oy in 0..ho {
-                let indices = indices.as_deref_mut().map(|i| &mut i[oy * wo..][..wo]);
-                pool_two_rows(x, shape.input[1], oy, &mut y[oy * wo..][..wo], indices);
-            }
-            return;
-        }
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let (best, at) = shape.window_max(x, oy, ox);
-                y[oy * wo + ox] = best;
-                if let Some(indices) = indices.as_deref_mut() {
-                    indices[oy * wo + ox] = at;
-                }
-            }
+        let wo = shape.output[1];
+        for oy in 0..shape.output[0] {
+            let indices = indices.as_deref_mut().map(|i| &mut i[oy * wo..][..wo]);
+            pool_two_rows(x, shape.input[1], oy, &mut y[oy * wo..][..wo], indices);
         }
     };
     let n = shape.output_plane();
@@ -320,8 +377,8 @@ mod tests {
         );
     }
 
-    /// The separable inference passes give every window's maximum, on NaNs, ties and −∞,
-    /// for strides, paddings and dilations on both axes, over several planes.
+    /// The separable passes give every window's maximum and its first position, on NaNs,
+    /// ties and −∞, for strides, paddings and dilations on both axes, over several planes.
     #[test]
     fn separable_passes_agree_with_the_windows() {
         let cases = [
@@ -353,15 +410,22 @@ mod tests {
                 })
                 .collect();
             let y = forward(&x, &s);
+            let (y_at, at) = forward_with_indices(&x, &s);
             let [ho, wo] = output;
             for p in 0..s.planes {
                 let plane = &x[p * s.input_plane()..][..s.input_plane()];
                 for o in 0..ho * wo {
-                    let (best, _) = s.window_max(plane, o / wo, o % wo);
-                    let got = y[p * ho * wo + o];
-                    assert!(
-                        got == best || (got.is_nan() && best.is_nan()),
-                        "{input:?} {kernel:?}: plane {p}, output {o}: {got} vs {best}"
+                    let (best, best_at) = s.window_max(plane, o / wo, o % wo);
+                    for got in [y[p * ho * wo + o], y_at[p * ho * wo + o]] {
+                        assert!(
+                            got == best || (got.is_nan() && best.is_nan()),
+                            "{input:?} {kernel:?}: plane {p}, output {o}: {got} vs {best}"
+                        );
+                    }
+                    assert_eq!(
+                        at[p * ho * wo + o],
+                        best_at,
+                        "{input:?}: plane {p}, output {o}"
                     );
                 }
             }
