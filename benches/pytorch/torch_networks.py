@@ -36,6 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# Python puts a script's own folder on the import path: the sibling imports from anywhere.
+from torch_ref import cpu_model
+
 THREADS = 2
 torch.set_num_threads(THREADS)
 
@@ -166,6 +169,7 @@ def main():
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
+        "cpu_model": cpu_model(),
         "loadavg_start": open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "",
         "warmup": args.warmup,
         "steps": args.steps,

@@ -141,6 +141,20 @@ fn gemm<B: Backend>(n: usize, product: Product, device: &B::Device) -> (f64, f64
     (flop / median(&times) / 1e9, flop / best / 1e9)
 }
 
+/// The processor's name from `/proc/cpuinfo` (ratios to PyTorch differ between vendors),
+/// empty where the system does not say.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
     let mut result = json!({
         "loadavg_start": loadavg(),
@@ -150,6 +164,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
         "blas": if cfg!(feature = "blas-openblas-system") { "openblas" } else { "none" },
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "machine": std::env::consts::ARCH,
+        "cpu_model": cpu_model(),
         "malloc": if args.reuse_memory { "reuse_freed_memory" } else { "system defaults" },
         "main_thread_in_pool": args.main_in_pool,
         "warmup": args.warmup,
