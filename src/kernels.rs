@@ -83,7 +83,9 @@ pub(crate) fn linear_relu<B: Backend, const D: usize>(
 
 /// Multi-head attention `[batch, sq, width]` from projected `q`, `k`, `v` (`k`, `v`
 /// `[batch, sk, width]`), an additive bias per key `[batch, sk]` (no gradient), dropout `p`
-/// on the probabilities in training: one fused operation on the CPU backends.
+/// on the probabilities in training, and, when `causal`, query `i` attending to keys up to
+/// `i + sk − sq` (a decoder after `sk − sq` cached positions): one fused operation on the
+/// CPU backends.
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 3>,
@@ -91,11 +93,14 @@ pub(crate) fn attention<B: Backend>(
     key_bias: Option<Tensor<B, 2>>,
     heads: usize,
     dropout: f64,
+    causal: bool,
 ) -> Tensor<B, 3> {
     #[cfg(feature = "cpu-kernels")]
     {
         use burn_cpu_kernels::attention::{AttentionOptions, attention};
-        let options = AttentionOptions::new(heads).with_dropout(dropout);
+        let options = AttentionOptions::new(heads)
+            .with_dropout(dropout)
+            .with_causal(causal);
         attention(q, k, v, key_bias, options)
     }
     #[cfg(not(feature = "cpu-kernels"))]
@@ -105,6 +110,19 @@ pub(crate) fn attention<B: Backend>(
         let d = width / heads;
         let split = |x: Tensor<B, 3>, s: usize| x.reshape([batch, s, heads, d]).swap_dims(1, 2);
         let scores = split(q, sq).matmul(split(k, sk).swap_dims(2, 3)) / (d as f64).sqrt();
+        let scores = if causal {
+            // Key `j` is in the future of query `i` when `j > i + sk − sq`.
+            let future: Vec<bool> = (0..sq)
+                .flat_map(|i| (0..sk).map(move |j| j + sq > i + sk))
+                .collect();
+            let future = Tensor::<B, 4, Bool>::from_data(
+                TensorData::new(future, [1, 1, sq, sk]),
+                &scores.device(),
+            );
+            scores.mask_fill(future, f32::NEG_INFINITY)
+        } else {
+            scores
+        };
         let probs = attention_softmax(scores, key_bias);
         let probs = burn::nn::DropoutConfig::new(dropout).init().forward(probs);
         probs

@@ -88,7 +88,7 @@ pub mod prelude {
     };
     pub use crate::import::{ImportOptions, ImportReport, import_weights};
     pub use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets};
-    pub use crate::task::{BatchSource, ClassificationBatch, Classifier};
+    pub use crate::task::{BatchSource, CausalLm, ClassificationBatch, Classifier, TokenBatch};
 }
 
 // README's snippets are compiled and run as doc tests.

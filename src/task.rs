@@ -41,6 +41,85 @@ impl<B: Backend, Bb: Backbone<B>, H: Head<B>> Classifier<B> for TransferModel<B,
     }
 }
 
+/// A causal language model: token ids → next-token logits `[batch, seq, vocab]`, where
+/// position `t` scores the token at `t + 1`. What token-level distillation and perplexity
+/// read; [`Gpt2LmHeadModel`](crate::models::gpt2::Gpt2LmHeadModel) implements it, and so can
+/// a model of yours.
+pub trait CausalLm<B: Backend>: Module<B> + ModuleDisplay {
+    /// Size of the vocabulary: the logits' last dimension.
+    fn vocab_size(&self) -> usize;
+
+    /// Next-token logits for ids `[batch, seq]` with Hugging Face's `attention_mask`
+    /// (1 = token, 0 = padding). An error for input the model cannot take (too long, of the
+    /// wrong shape).
+    fn next_token_logits(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> crate::Result<Tensor<B, 3>>;
+
+    /// `exp` of the mean next-token cross-entropy over every real target of `batches`
+    /// (weighted by their token counts). An error when no batch has a target.
+    fn perplexity(&self, batches: &[TokenBatch<B>]) -> crate::Result<f64> {
+        let (mut nll, mut count) = (0.0, 0.0);
+        for TokenBatch {
+            input_ids: ids,
+            attention_mask: mask,
+        } in batches
+        {
+            let [batch, seq] = mask.dims();
+            let targets = mask
+                .clone()
+                .slice([0..batch, 1..seq.max(1)])
+                .not_equal_elem(0)
+                .int()
+                .sum()
+                .into_scalar()
+                .elem::<f64>();
+            if targets == 0.0 {
+                continue;
+            }
+            let logits = self.next_token_logits(ids.clone(), mask.clone())?;
+            let loss = crate::loss::functional::causal_lm_loss(logits, ids.clone(), mask.clone())?;
+            nll += loss.into_scalar().elem::<f64>() * targets;
+            count += targets;
+        }
+        if count == 0.0 {
+            return Err(crate::TransferError::BatchShape(
+                "perplexity needs a position with a next token: give sequences of at least two                  real tokens"
+                    .into(),
+            ));
+        }
+        Ok((nll / count).exp())
+    }
+}
+
+/// Token ids `[batch, seq]` with Hugging Face's `attention_mask` (1 = token, 0 = padding):
+/// what a language model reads.
+#[derive(Clone, Debug)]
+pub struct TokenBatch<B: Backend> {
+    /// Token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// 1 for a token, 0 for padding.
+    pub attention_mask: Tensor<B, 2, Int>,
+}
+
+impl<B: Backend> TokenBatch<B> {
+    /// Ids with their mask.
+    pub fn new(input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2, Int>) -> Self {
+        Self {
+            input_ids,
+            attention_mask,
+        }
+    }
+
+    /// Ids without padding: every position is a token.
+    pub fn unpadded(input_ids: Tensor<B, 2, Int>) -> Self {
+        let attention_mask = input_ids.ones_like();
+        Self::new(input_ids, attention_mask)
+    }
+}
+
 /// Inputs and integer class labels.
 #[derive(Clone, Debug)]
 pub struct ClassificationBatch<B: Backend, X> {

@@ -11,7 +11,7 @@ use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, GlobPattern, ParamInfo};
 use crate::kernels::{LoraOrientation as Orientation, lora_weight as effective_weight};
-use crate::task::Classifier;
+use crate::task::{CausalLm, Classifier};
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -474,6 +474,25 @@ impl<B: Backend, M: Classifier<B>> Classifier<B> for LoraModel<B, M> {
 
     fn check_input(&self, input: &Self::Input) -> Result<()> {
         self.base.check_input(input)
+    }
+}
+
+impl<B: Backend, M: CausalLm<B>> CausalLm<B> for LoraModel<B, M> {
+    fn vocab_size(&self) -> usize {
+        self.base.vocab_size()
+    }
+
+    fn next_token_logits(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> Result<Tensor<B, 3>> {
+        match self.active {
+            None => self.base.next_token_logits(input_ids, attention_mask),
+            Some(_) => self
+                .effective()
+                .next_token_logits(input_ids, attention_mask),
+        }
     }
 }
 

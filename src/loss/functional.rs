@@ -4,6 +4,7 @@
 //! stays finite for large logits. Teacher tensors are constants: pass them lifted from the
 //! inner backend (`Tensor::from_inner`) or detached.
 
+use crate::error::{Result, TransferError};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
@@ -35,13 +36,14 @@ pub(crate) fn per_row_kl<B: Backend>(
     (p_t * (log_p_t - log_p_s)).sum_dim(1).flatten(0, 1)
 }
 
-/// Token-level KD for sequence models: logits `[batch, seq, vocab]`, `padding_mask`
-/// `[batch, seq]` with `true` at padding (burn's convention). Returns `T²` × the mean of the
-/// per-token KL over the tokens that are not padding.
+/// Token-level KD for sequence models: logits `[batch, seq, vocab]` and an optional
+/// `attention_mask` `[batch, seq]` in Hugging Face's convention — 1 for a token, 0 for
+/// padding, as a tokenizer returns it. Returns `T²` × the mean of the per-token
+/// `KL(softmax(t/T) ‖ softmax(s/T))` over the tokens (all positions without a mask).
 pub fn kd_kl_tokens<B: Backend>(
     student: Tensor<B, 3>,
     teacher: Tensor<B, 3>,
-    padding_mask: Option<Tensor<B, 2, Bool>>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
     temperature: f64,
 ) -> Tensor<B, 1> {
     let [batch, seq, vocab] = student.dims();
@@ -50,14 +52,68 @@ pub fn kd_kl_tokens<B: Backend>(
         teacher.reshape([batch * seq, vocab]),
         temperature,
     );
-    let scale = temperature * temperature;
-    match padding_mask {
-        None => kl.mean().mul_scalar(scale),
+    token_mean(kl, attention_mask).mul_scalar(temperature * temperature)
+}
+
+/// The generalized Jensen–Shannon divergence of GKD (Agarwal et al., 2024; TRL's
+/// `GKDTrainer`) between teacher and student token distributions at temperature `T`:
+/// `β·KL(p_t ‖ m) + (1 − β)·KL(p_s ‖ m)` with the mixture `m = β·p_t + (1 − β)·p_s`, which
+/// vanishes at both ends, so `β = 0` is the forward `KL(p_t ‖ p_s)` (plain token KD without
+/// `T²`) and `β = 1` the reverse `KL(p_s ‖ p_t)` (mode-seeking: the student keeps to what the
+/// teacher finds likely), as TRL defines them. Logits `[batch, seq, vocab]`, mask as
+/// [`kd_kl_tokens`]; the mean is over the tokens. `β` must lie in `[0, 1]`.
+pub fn generalized_jsd_tokens<B: Backend>(
+    student: Tensor<B, 3>,
+    teacher: Tensor<B, 3>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
+    beta: f64,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [batch, seq, vocab] = student.dims();
+    let log_p = |logits: Tensor<B, 3>| {
+        log_softmax(
+            logits.reshape([batch * seq, vocab]).div_scalar(temperature),
+            1,
+        )
+    };
+    let (log_s, log_t) = (log_p(student), log_p(teacher));
+    let per_token = if beta <= 0.0 {
+        kl_rows(log_t, log_s)
+    } else if beta >= 1.0 {
+        kl_rows(log_s, log_t)
+    } else {
+        // log m = log(β·p_t + (1 − β)·p_s), from the log-probabilities without leaving
+        // log space (shifted by the larger term, as a log-sum-exp).
+        let a = log_t.clone().add_scalar(beta.ln());
+        let b = log_s.clone().add_scalar((1.0 - beta).ln());
+        let top = a.clone().max_pair(b.clone()).detach();
+        let log_m = ((a - top.clone()).exp() + (b - top.clone()).exp()).log() + top;
+        kl_rows(log_t, log_m.clone()).mul_scalar(beta)
+            + kl_rows(log_s, log_m).mul_scalar(1.0 - beta)
+    };
+    token_mean(per_token, attention_mask)
+}
+
+/// `KL(p ‖ q)` for each row of log-probabilities `[rows, vocab]`: `[rows]`.
+fn kl_rows<B: Backend>(log_p: Tensor<B, 2>, log_q: Tensor<B, 2>) -> Tensor<B, 1> {
+    (log_p.clone().exp() * (log_p - log_q))
+        .sum_dim(1)
+        .flatten(0, 1)
+}
+
+/// The mean of per-token values `[batch · seq]` over the tokens whose mask is non-zero
+/// (every position without a mask); a batch of padding alone gives 0.
+fn token_mean<B: Backend>(
+    values: Tensor<B, 1>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
+) -> Tensor<B, 1> {
+    match attention_mask {
+        None => values.mean(),
         Some(mask) => {
-            let keep = mask.bool_not().float().reshape([batch * seq]);
-            // At least one token must count; an all-padding batch contributes zero.
+            let [batch, seq] = mask.dims();
+            let keep = mask.not_equal_elem(0).float().reshape([batch * seq]);
             let count = keep.clone().sum().clamp_min(1.0);
-            (kl * keep).sum().div(count).mul_scalar(scale)
+            (values * keep).sum().div(count)
         }
     }
 }
@@ -164,4 +220,42 @@ pub fn dkd<B: Backend>(
 fn logsumexp_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let m = x.clone().max_dim(1).detach();
     (x - m.clone()).exp().sum_dim(1).log() + m
+}
+/// Mean next-token cross-entropy of `logits` `[batch, seq, vocab]` for the ids they were
+/// computed from (the target of position `t` is the id at `t + 1`), over the targets whose
+/// `attention_mask` is 1: transformers' loss with `labels = input_ids` and −100 at padding.
+/// An error for shapes that disagree or a batch with no target.
+pub fn causal_lm_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    input_ids: Tensor<B, 2, Int>,
+    attention_mask: Tensor<B, 2, Int>,
+) -> Result<Tensor<B, 1>> {
+    let [batch, seq, vocab] = logits.dims();
+    if input_ids.dims() != [batch, seq] || attention_mask.dims() != [batch, seq] {
+        return Err(TransferError::BatchShape(format!(
+            "logits {:?} need ids and mask of shape [{batch}, {seq}], got {:?} and {:?}",
+            logits.dims(),
+            input_ids.dims(),
+            attention_mask.dims()
+        )));
+    }
+    if seq < 2 {
+        return Err(TransferError::BatchShape(
+            "a causal LM loss needs sequences of at least two tokens".into(),
+        ));
+    }
+    let scores = logits.slice([0..batch, 0..seq - 1, 0..vocab]);
+    let targets = input_ids
+        .slice([0..batch, 1..seq])
+        .reshape([batch, seq - 1, 1]);
+    let weights = attention_mask.slice([0..batch, 1..seq]).float();
+    let count = weights.clone().sum().into_scalar().elem::<f64>();
+    if count == 0.0 {
+        return Err(TransferError::BatchShape(
+            "the mask leaves no target token (every next position is padding)".into(),
+        ));
+    }
+    let log_probs = burn::tensor::activation::log_softmax(scores, 2);
+    let picked = log_probs.gather(2, targets).reshape([batch, seq - 1]);
+    Ok((picked * weights).sum().neg().div_scalar(count))
 }

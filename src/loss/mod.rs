@@ -486,9 +486,10 @@ impl<B: Backend> DistillLoss<B> {
         Ok(DistillLossOutput { total, terms })
     }
 
-    /// Token-level KD for sequence models: logits `[batch, seq, vocab]`, optional padding
-    /// mask `[batch, seq]` (`true` = padding) and token labels `[batch, seq]`. Padding
-    /// positions count in neither term; means are over the remaining tokens. A label of
+    /// Token-level KD for sequence models: logits `[batch, seq, vocab]`, an optional
+    /// `attention_mask` `[batch, seq]` in Hugging Face's convention (1 = token, 0 = padding,
+    /// as a tokenizer returns it) and token labels `[batch, seq]`. Padding positions count
+    /// in neither term; means are over the tokens. A label of
     /// [`IGNORE_INDEX`] (PyTorch's `-100`) leaves its position out of the cross-entropy, as
     /// does padding whatever its label; any other label outside `0..vocab` is an error
     /// naming its row and position.
@@ -496,7 +497,7 @@ impl<B: Backend> DistillLoss<B> {
         &self,
         student: Tensor<B, 3>,
         teacher: Tensor<B, 3>,
-        padding_mask: Option<Tensor<B, 2, Bool>>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
         labels: Option<Tensor<B, 2, Int>>,
         epoch: usize,
     ) -> Result<DistillLossOutput<B>> {
@@ -508,14 +509,14 @@ impl<B: Backend> DistillLoss<B> {
             &teacher.dims(),
         )?;
         let [batch, seq, vocab] = student.dims();
-        if let Some(m) = &padding_mask {
+        if let Some(m) = &attention_mask {
             same_shape(
-                "padding mask vs logits [batch, seq]",
+                "attention mask vs logits [batch, seq]",
                 &m.dims(),
                 &[batch, seq],
             )?;
         }
-        let kd = functional::kd_kl_tokens(student.clone(), teacher, padding_mask.clone(), t);
+        let kd = functional::kd_kl_tokens(student.clone(), teacher, attention_mask.clone(), t);
         let Some(labels) = labels else {
             return Ok(DistillLossOutput {
                 total: kd.clone(),
@@ -529,7 +530,7 @@ impl<B: Backend> DistillLoss<B> {
         )?;
         let alpha = c.alpha.at(epoch);
         let device = student.device();
-        let (safe_labels, keep) = token_targets(labels, padding_mask, vocab)?;
+        let (safe_labels, keep) = token_targets(labels, attention_mask, vocab)?;
         let log_p = burn::tensor::activation::log_softmax(student.reshape([batch * seq, vocab]), 1);
         let nll = log_p
             .gather(
@@ -563,7 +564,7 @@ pub const IGNORE_INDEX: i64 = -100;
 /// position in the cross-entropy (1 counted, 0 ignored), after checking every counted label.
 fn token_targets<B: Backend>(
     labels: Tensor<B, 2, Int>,
-    padding_mask: Option<Tensor<B, 2, Bool>>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
     vocab: usize,
 ) -> Result<(Vec<i64>, Vec<f32>)> {
     let [_, seq] = labels.dims();
@@ -572,13 +573,13 @@ fn token_targets<B: Backend>(
         .convert::<i64>()
         .into_vec()
         .map_err(|e| TransferError::BatchShape(format!("unreadable token labels: {e:?}")))?;
-    let padded: Vec<bool> = match padding_mask {
-        Some(m) => m
-            .into_data()
-            .into_vec()
-            .map_err(|e| TransferError::BatchShape(format!("unreadable padding mask: {e:?}")))?,
-        None => vec![false; labels.len()],
-    };
+    let padded: Vec<bool> =
+        match attention_mask {
+            Some(m) => m.equal_elem(0).into_data().into_vec().map_err(|e| {
+                TransferError::BatchShape(format!("unreadable attention mask: {e:?}"))
+            })?,
+            None => vec![false; labels.len()],
+        };
     let mut safe = Vec::with_capacity(labels.len());
     let mut keep = Vec::with_capacity(labels.len());
     for (i, (&label, &pad)) in labels.iter().zip(&padded).enumerate() {

@@ -8,6 +8,8 @@
 //!
 //! - [`bert`]: BERT encoders; `all-MiniLM-L6-v2` loads from its `model.safetensors`, text
 //!   goes in through [`bert::BertTokenizer`];
+//! - [`gpt2`]: GPT-2 (`GPT2LMHeadModel`'s names) from a Hugging Face folder, with a key/value
+//!   cache, generation and its byte-level BPE through [`gpt2::Gpt2Tokenizer`];
 //! - [`mobilenet_v2`]: torchvision's MobileNetV2 with its ImageNet `.pth`;
 //! - [`resnet`]: torchvision's ResNet-18/34/50/101.
 //!
@@ -15,6 +17,7 @@
 
 pub mod bert;
 pub mod conv_bn;
+pub mod gpt2;
 pub mod mobilenet_v2;
 pub mod resnet;
 
@@ -22,6 +25,7 @@ pub mod resnet;
 pub type WithLinearHead<B, Bb> = crate::head::TransferModel<B, Bb, crate::head::LinearHead<B>>;
 
 pub use bert::{Bert, BertConfig, BertInput, BertTokenizer};
+pub use gpt2::{GenerationConfig, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 

@@ -237,11 +237,11 @@ fn loss_terms_refuse_missing_or_mismatched_inputs() {
     // Token KD with a mask of the wrong shape.
     let kd = DistillLossConfig::new().init::<Inner>(&d).unwrap();
     let logits = Tensor::<Inner, 3>::zeros([2, 5, 3], &d);
-    let mask = Tensor::<Inner, 2, Bool>::empty([2, 4], &d);
+    let mask = Tensor::<Inner, 2, Int>::ones([2, 4], &d);
     let err = kd
         .forward_tokens(logits.clone(), logits, Some(mask), None, 1)
         .unwrap_err();
-    assert!(err.to_string().contains("padding mask"), "{err}");
+    assert!(err.to_string().contains("attention mask"), "{err}");
 }
 
 #[test]
@@ -253,8 +253,9 @@ fn token_kd_ignores_padding() {
         .unwrap();
     let s = Tensor::<Inner, 3>::from_floats([[[1.0, 0.0], [5.0, -5.0]]], &d);
     let t = Tensor::<Inner, 3>::from_floats([[[1.0, 0.0], [-5.0, 5.0]]], &d);
-    // The second token differs wildly but is padding: the loss is that of the first, 0.
-    let mask = Tensor::<Inner, 2, Bool>::from_bool(TensorData::from([[false, true]]), &d);
+    // The second token differs wildly but is padding (Hugging Face's mask: 0): the loss is
+    // that of the first, 0.
+    let mask = Tensor::<Inner, 2, Int>::from_data(TensorData::from([[1i64, 0]]), &d);
     let masked = kd
         .forward_tokens(s.clone(), t.clone(), Some(mask), None, 1)
         .unwrap();

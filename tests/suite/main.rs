@@ -3,11 +3,13 @@
 mod common;
 mod config;
 mod distill;
+mod distill_terms;
 mod errors;
 mod feature_cache;
 mod finetune;
 mod freeze;
 mod fuzz;
+mod gpt2;
 mod import;
 mod learner;
 mod lora;

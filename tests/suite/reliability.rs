@@ -140,9 +140,8 @@ fn token_labels_are_checked_and_ignore_index_and_padding_are_skipped() {
     // One sequence of three positions over a vocabulary of 7.
     let s = Tensor::<Inner, 3>::from_floats([[[1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0]; 3]], &d);
     let labels = |l: [i64; 3]| Tensor::<Inner, 2, Int>::from_data(TensorData::from([l]), &d);
-    let pad_last =
-        || Tensor::<Inner, 2, Bool>::from_bool(TensorData::from([[false, false, true]]), &d);
-    let ce = |l: [i64; 3], mask: Option<Tensor<Inner, 2, Bool>>| {
+    let pad_last = || Tensor::<Inner, 2, Int>::from_data(TensorData::from([[1i64, 1, 0]]), &d);
+    let ce = |l: [i64; 3], mask: Option<Tensor<Inner, 2, Int>>| {
         kd.forward_tokens(s.clone(), s.clone(), mask, Some(labels(l)), 1)
     };
     for bad in [7, -1, 100] {

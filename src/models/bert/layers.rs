@@ -121,7 +121,15 @@ impl<B: Backend> BertSelfAttention<B> {
         let v = linear(&self.value, x);
         let key_bias = additive_mask.reshape([batch, seq]);
         if !output_attentions {
-            let context = attention(q, k, v, Some(key_bias), self.heads, self.dropout.prob);
+            let context = attention(
+                q,
+                k,
+                v,
+                Some(key_bias),
+                self.heads,
+                self.dropout.prob,
+                false,
+            );
             return (context, None);
         }
         let head_dim = hidden / self.heads;
