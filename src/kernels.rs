@@ -111,14 +111,7 @@ pub(crate) fn attention<B: Backend>(
         let split = |x: Tensor<B, 3>, s: usize| x.reshape([batch, s, heads, d]).swap_dims(1, 2);
         let scores = split(q, sq).matmul(split(k, sk).swap_dims(2, 3)) / (d as f64).sqrt();
         let scores = if causal {
-            // Key `j` is in the future of query `i` when `j > i + sk − sq`.
-            let future: Vec<bool> = (0..sq)
-                .flat_map(|i| (0..sk).map(move |j| j + sq > i + sk))
-                .collect();
-            let future = Tensor::<B, 4, Bool>::from_data(
-                TensorData::new(future, [1, 1, sq, sk]),
-                &scores.device(),
-            );
+            let future = future_keys::<B>(sq, sk, &scores.device());
             scores.mask_fill(future, f32::NEG_INFINITY)
         } else {
             scores
@@ -130,6 +123,20 @@ pub(crate) fn attention<B: Backend>(
             .swap_dims(1, 2)
             .reshape([batch, sq, width])
     }
+}
+
+/// `[1, 1, sq, sk]`, true where key `j` lies in the future of query `i` (`j > i + sk − sq`:
+/// the queries are the last `sq` of `sk` positions, as after a key/value cache), for causal
+/// attention written with tensor operations.
+pub(crate) fn future_keys<B: Backend>(
+    sq: usize,
+    sk: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let future: Vec<bool> = (0..sq)
+        .flat_map(|i| (0..sk).map(move |j| j + sq > i + sk))
+        .collect();
+    Tensor::from_data(TensorData::new(future, [1, 1, sq, sk]), device)
 }
 
 /// burn's `Dropout` (the identity outside training).

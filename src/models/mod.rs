@@ -29,6 +29,45 @@ pub use gpt2::{GenerationConfig, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 
+/// Reads a Hugging Face `config.json` into `T` (fields it lacks take `T`'s defaults); `what`
+/// names the model in errors ("BERT", "GPT-2").
+pub(crate) fn read_config_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+) -> crate::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::TransferError::io(&format!("read {what} config"), path, e))?;
+    serde_json::from_str(&text).map_err(|e| crate::TransferError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("not a {what} config.json: {e}"),
+    })
+}
+
+/// Loads a Hugging Face `tokenizer.json` with its padding and truncation switched off (the
+/// model's tokenizer wrapper decides both); an error for a missing or unreadable file.
+pub(crate) fn read_tokenizer_json(path: &std::path::Path) -> crate::Result<tokenizers::Tokenizer> {
+    if !path.is_file() {
+        return Err(crate::TransferError::io(
+            "open tokenizer",
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(path).map_err(|e| crate::TransferError::WeightFile {
+            path: path.to_path_buf(),
+            reason: format!("not a tokenizer.json: {e}"),
+        })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| crate::TransferError::WeightFile {
+            path: path.to_path_buf(),
+            reason: format!("cannot switch truncation off: {e}"),
+        })?;
+    Ok(tokenizer)
+}
+
 /// The folder where `scripts/fetch-weights.sh` puts pretrained weights: `$BURN_TRANSFER_WEIGHTS`
 /// if set, else `~/.cache/burn-transfer/weights`. `None` when neither can be determined.
 pub fn weights_dir() -> Option<std::path::PathBuf> {

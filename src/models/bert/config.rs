@@ -96,13 +96,7 @@ impl BertConfig {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TransferError::io("read BERT config", path, e))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| TransferError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("not a BERT config.json: {e}"),
-        })?;
+        let config: Self = crate::models::read_config_json(path.as_ref(), "BERT")?;
         config.validate()?;
         Ok(config)
     }

@@ -29,14 +29,6 @@ impl BertTokenizer {
     /// Loads `tokenizer.json`; sequences longer than `max_len` tokens are truncated (the
     /// special tokens kept).
     pub fn from_file(path: impl AsRef<Path>, max_len: usize) -> Result<Self> {
-        let path = path.as_ref();
-        if !path.is_file() {
-            return Err(TransferError::io(
-                "open tokenizer",
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            ));
-        }
         if max_len < 2 {
             return Err(TransferError::config(
                 "max_len",
@@ -44,11 +36,7 @@ impl BertTokenizer {
                 "must leave room for [CLS] and [SEP] (at least 2)",
             ));
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| TransferError::WeightFile {
-            path: path.to_path_buf(),
-            reason: format!("not a tokenizer.json: {e}"),
-        })?;
-        inner.with_padding(None);
+        let mut inner = crate::models::read_tokenizer_json(path.as_ref())?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,

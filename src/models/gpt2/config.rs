@@ -136,13 +136,7 @@ impl Gpt2Config {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TransferError::io("read GPT-2 config", path, e))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| TransferError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("not a GPT-2 config.json: {e}"),
-        })?;
+        let config: Self = crate::models::read_config_json(path.as_ref(), "GPT-2")?;
         config.validate()?;
         Ok(config)
     }

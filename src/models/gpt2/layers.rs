@@ -6,7 +6,9 @@
 //! transposition (and LoRA, freezing and the CPU kernels see ordinary linear layers).
 
 use super::config::{Gpt2Activation, Gpt2Config};
-use crate::kernels::{attention, attention_softmax, dropout, gelu, layer_norm as norm, linear};
+use crate::kernels::{
+    attention, attention_softmax, dropout, future_keys, gelu, layer_norm as norm, linear,
+};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -113,15 +115,7 @@ impl<B: Backend> Gpt2Attention<B> {
         // The scale on the queries, as PyTorch's scaled dot-product attention does.
         let q = split(q, sq) / (d as f64).sqrt();
         let scores = q.matmul(split(k, sk).swap_dims(2, 3));
-        // Query `i` of the new positions sits at `past + i` and sees keys up to it.
-        let past = sk - sq;
-        let future: Vec<bool> = (0..sq)
-            .flat_map(|i| (0..sk).map(move |j| j > past + i))
-            .collect();
-        let future = Tensor::<B, 4, Bool>::from_data(
-            TensorData::new(future, [1, 1, sq, sk]),
-            &scores.device(),
-        );
+        let future = future_keys::<B>(sq, sk, &scores.device());
         let probs = attention_softmax(scores.mask_fill(future, f32::NEG_INFINITY), Some(key_bias));
         let context = dropout(&self.attn_dropout, probs.clone())
             .matmul(split(v, sk))

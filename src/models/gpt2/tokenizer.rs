@@ -31,25 +31,7 @@ impl Gpt2Tokenizer {
     /// Loads `tokenizer.json`. The file's padding and truncation are switched off: a batch
     /// is padded by [`batch`](Self::batch), and the model checks the length.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        if !path.is_file() {
-            return Err(TransferError::io(
-                "open tokenizer",
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            ));
-        }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| TransferError::WeightFile {
-            path: path.to_path_buf(),
-            reason: format!("not a tokenizer.json: {e}"),
-        })?;
-        inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| TransferError::WeightFile {
-                path: path.to_path_buf(),
-                reason: format!("cannot switch truncation off: {e}"),
-            })?;
+        let inner = crate::models::read_tokenizer_json(path.as_ref())?;
         let end_of_text = inner.token_to_id(END_OF_TEXT);
         Ok(Self { inner, end_of_text })
     }
