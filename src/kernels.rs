@@ -125,6 +125,42 @@ pub(crate) fn attention<B: Backend>(
     }
 }
 
+/// Multi-head attention written with tensor operations, keeping the probabilities
+/// `[batch, heads, sq, sk]` (and their gradient, for distilling attention maps): what a model
+/// computes when asked for its maps; the same arguments as [`attention`], with burn's
+/// `Dropout` on the probabilities.
+pub(crate) fn attention_with_probabilities<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    key_bias: Option<Tensor<B, 2>>,
+    heads: usize,
+    dropout_layer: &burn::nn::Dropout,
+    causal: bool,
+) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    let [batch, sq, width] = q.dims();
+    let sk = k.dims()[1];
+    let d = width / heads;
+    let split = |x: Tensor<B, 3>, s: usize| x.reshape([batch, s, heads, d]).swap_dims(1, 2);
+    // The scale on the queries (`[batch, heads, sq, d]`) rather than on the scores (`sk`
+    // times as many values when `sk` exceeds `d`), as PyTorch's scaled dot-product attention
+    // does; the same up to rounding.
+    let q = split(q, sq) / (d as f64).sqrt();
+    let scores = q.matmul(split(k, sk).swap_dims(2, 3));
+    let scores = if causal {
+        let future = future_keys::<B>(sq, sk, &scores.device());
+        scores.mask_fill(future, f32::NEG_INFINITY)
+    } else {
+        scores
+    };
+    let probs = attention_softmax(scores, key_bias);
+    let context = dropout(dropout_layer, probs.clone())
+        .matmul(split(v, sk))
+        .swap_dims(1, 2)
+        .reshape([batch, sq, width]);
+    (context, probs)
+}
+
 /// `[1, 1, sq, sk]`, true where key `j` lies in the future of query `i` (`j > i + sk − sq`:
 /// the queries are the last `sq` of `sk` positions, as after a key/value cache), for causal
 /// attention written with tensor operations.

@@ -4,7 +4,9 @@
 
 use super::BertConfig;
 use crate::adapter::{BottleneckAdapter, BottleneckConfig};
-use crate::kernels::{attention, attention_softmax, dropout, gelu, layer_norm as norm, linear};
+use crate::kernels::{
+    attention, attention_with_probabilities, dropout, gelu, layer_norm as norm, linear,
+};
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -95,12 +97,6 @@ impl<B: Backend> BertSelfAttention<B> {
         }
     }
 
-    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
-        let [batch, seq, hidden] = x.dims();
-        x.reshape([batch, seq, self.heads, hidden / self.heads])
-            .swap_dims(1, 2)
-    }
-
     /// Returns the context `[batch, seq, hidden]` and, when `output_attentions`, the
     /// attention probabilities `[batch, heads, seq, seq]`. `additive_mask` is `[batch, 1, 1,
     /// seq]` (or any shape of `batch · seq` values), 0 where a key may be attended and a
@@ -115,7 +111,7 @@ impl<B: Backend> BertSelfAttention<B> {
         additive_mask: Tensor<B, 4>,
         output_attentions: bool,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 4>>) {
-        let [batch, seq, hidden] = x.dims();
+        let [batch, seq, _] = x.dims();
         let q = linear(&self.query, x.clone());
         let k = linear(&self.key, x.clone());
         let v = linear(&self.value, x);
@@ -132,17 +128,8 @@ impl<B: Backend> BertSelfAttention<B> {
             );
             return (context, None);
         }
-        let head_dim = hidden / self.heads;
-        // The scale on the queries (`[batch, heads, seq, head_dim]`) rather than on the
-        // scores (`seq` times as many values when `seq` exceeds `head_dim`), as PyTorch's
-        // scaled dot-product attention does; the same up to rounding.
-        let q = self.split_heads(q) / (head_dim as f64).sqrt();
-        let scores = q.matmul(self.split_heads(k).swap_dims(2, 3));
-        let probs = attention_softmax(scores, Some(key_bias));
-        let context = dropout(&self.dropout, probs.clone())
-            .matmul(self.split_heads(v))
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+        let (context, probs) =
+            attention_with_probabilities(q, k, v, Some(key_bias), self.heads, &self.dropout, false);
         (context, Some(probs))
     }
 }

@@ -7,7 +7,7 @@
 
 use super::config::{Gpt2Activation, Gpt2Config};
 use crate::kernels::{
-    attention, attention_softmax, dropout, future_keys, gelu, layer_norm as norm, linear,
+    attention, attention_with_probabilities, dropout, gelu, layer_norm as norm, linear,
 };
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -92,36 +92,17 @@ impl<B: Backend> Gpt2Attention<B> {
             let out = dropout(&self.resid_dropout, linear(&self.c_proj, context));
             return (out, present, None);
         }
-        let (context, probs) = self.attention_with_maps(q, k, v, key_bias, width);
+        let (context, probs) = attention_with_probabilities(
+            q,
+            k,
+            v,
+            Some(key_bias),
+            self.heads,
+            &self.attn_dropout,
+            true,
+        );
         let out = dropout(&self.resid_dropout, linear(&self.c_proj, context));
         (out, present, Some(probs))
-    }
-
-    /// Attention written with tensor operations, keeping the probabilities (and their
-    /// gradient, for distilling attention maps).
-    fn attention_with_maps(
-        &self,
-        q: Tensor<B, 3>,
-        k: Tensor<B, 3>,
-        v: Tensor<B, 3>,
-        key_bias: Tensor<B, 2>,
-        width: usize,
-    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let [batch, sq, _] = q.dims();
-        let sk = k.dims()[1];
-        let d = width / self.heads;
-        let split =
-            |x: Tensor<B, 3>, s: usize| x.reshape([batch, s, self.heads, d]).swap_dims(1, 2);
-        // The scale on the queries, as PyTorch's scaled dot-product attention does.
-        let q = split(q, sq) / (d as f64).sqrt();
-        let scores = q.matmul(split(k, sk).swap_dims(2, 3));
-        let future = future_keys::<B>(sq, sk, &scores.device());
-        let probs = attention_softmax(scores.mask_fill(future, f32::NEG_INFINITY), Some(key_bias));
-        let context = dropout(&self.attn_dropout, probs.clone())
-            .matmul(split(v, sk))
-            .swap_dims(1, 2)
-            .reshape([batch, sq, width]);
-        (context, probs)
     }
 }
 
