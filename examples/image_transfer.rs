@@ -13,6 +13,8 @@
 //! Subsampled to finish in minutes on a 2-core CPU (counts printed; `IMAGE_TRAIN=N` per
 //! class changes it). Exits 1 if the pretrained network does not beat random initialisation.
 
+#[path = "common/fashion_mnist.rs"]
+mod fashion_mnist;
 #[path = "common/table.rs"]
 mod table;
 use burn::backend::{Autodiff, NdArray};
@@ -23,9 +25,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn_transfer::finetune::evaluate;
 use burn_transfer::models::{MobileNetV2, MobileNetV2Config, weights_dir};
 use burn_transfer::prelude::*;
-use flate2::read::GzDecoder;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use fashion_mnist::PIXELS;
 use std::time::Instant;
 use table::{Table, percent};
 
@@ -34,7 +34,6 @@ type Inner = NdArray;
 
 const SEED: u64 = 3;
 const CLASSES: [u8; 5] = [0, 1, 2, 3, 4];
-const NAMES: [&str; 5] = ["T-shirt", "trouser", "pullover", "dress", "coat"];
 const SIZE: usize = 32;
 const BATCH: usize = 25;
 const TEST_PER_CLASS: usize = 60;
@@ -53,25 +52,17 @@ fn main() -> burn_transfer::Result<()> {
     if !weights.is_file() {
         return missing(&weights.display().to_string(), "scripts/fetch-weights.sh");
     }
-    let data_dir = std::env::var("FASHION_MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/usr/share/datasets/fashion-mnist"));
-    if !data_dir.join("train-images-idx3-ubyte.gz").is_file() {
-        return missing(
-            &data_dir.display().to_string(),
-            "apt-get install dataset-fashion-mnist (or set FASHION_MNIST_DIR)",
-        );
-    }
+    let data_dir = fashion_mnist::data_dir();
     let per_class: usize = std::env::var("IMAGE_TRAIN")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
     let device = Default::default();
-    let train = load(&data_dir, "train", per_class);
-    let test = load(&data_dir, "t10k", TEST_PER_CLASS);
+    let train = fashion_mnist::load(&data_dir, "train", &CLASSES, 0, per_class);
+    let test = fashion_mnist::load(&data_dir, "t10k", &CLASSES, 0, TEST_PER_CLASS);
     println!(
         "Fashion-MNIST, classes {}: subsampled to {} training images ({per_class} per class) and {} test images, resized to {SIZE}×{SIZE}",
-        NAMES.join(", "),
+        fashion_mnist::NAMES[..5].join(", "),
         train.1.len(),
         test.1.len()
     );
@@ -180,36 +171,6 @@ fn missing(what: &str, command: &str) -> burn_transfer::Result<()> {
     std::process::exit(2);
 }
 
-fn read_gz(path: &Path) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes
-}
-
-/// The first `per_class` images of each chosen class from an IDX pair: pixels (0..=255,
-/// 28×28 each) and the class index within `CLASSES`.
-fn load(dir: &Path, split: &str, per_class: usize) -> (Vec<u8>, Vec<i64>) {
-    let images = read_gz(&dir.join(format!("{split}-images-idx3-ubyte.gz")));
-    let labels = read_gz(&dir.join(format!("{split}-labels-idx1-ubyte.gz")));
-    // IDX headers: 16 bytes for images, 8 for labels.
-    let (images, labels) = (&images[16..], &labels[8..]);
-    let mut taken = [0usize; 5];
-    let (mut pixels, mut ys) = (Vec::new(), Vec::new());
-    for (i, &label) in labels.iter().enumerate() {
-        if let Some(c) = CLASSES.iter().position(|&k| k == label)
-            && taken[c] < per_class
-        {
-            taken[c] += 1;
-            pixels.extend_from_slice(&images[i * 784..(i + 1) * 784]);
-            ys.push(c as i64);
-        }
-    }
-    (pixels, ys)
-}
-
 /// Batches of `[BATCH, 3, SIZE, SIZE]` images, resized bilinearly and normalised with
 /// ImageNet's channel means and deviations.
 fn batches<Bk: Backend>((pixels, labels): &(Vec<u8>, Vec<i64>), device: &Bk::Device) -> Images<Bk> {
@@ -220,8 +181,8 @@ fn batches<Bk: Backend>((pixels, labels): &(Vec<u8>, Vec<i64>), device: &Bk::Dev
         .enumerate()
         .map(|(b, ys)| {
             let n = ys.len();
-            let start = b * BATCH * 784;
-            let x: Vec<f32> = pixels[start..start + n * 784]
+            let start = b * BATCH * PIXELS;
+            let x: Vec<f32> = pixels[start..start + n * PIXELS]
                 .iter()
                 .map(|&p| p as f32 / 255.0)
                 .collect();

@@ -32,6 +32,8 @@ ORDER = [
     "resnet50_head",
     "mobilenetv2_full",
     "mobilenetv2_head",
+    "vit_full",
+    "vit_head",
 ]
 EPOCHS = ["head_epochs_cached", "head_epochs_recompute"]
 

@@ -17,6 +17,8 @@ prints the ratios.
 | `resnet18_head` / `resnet50_head` | same | fc; body frozen under no_grad, eval mode |
 | `mobilenetv2_full` | torchvision, classifier.1 -> Linear(1280, 10); batch 16 x 3 x 128 x 128 | everything, SGD momentum 0.9 |
 | `mobilenetv2_head` | same | classifier; body frozen under no_grad, eval mode |
+| `vit_full` | transformers' `ViTModel` at ViT-S/16's size (12 layers, hidden 384, 6 heads, MLP 1536), 16x16 patches of the same 128 x 128 images; [CLS] -> Linear 384->10 | everything, AdamW lr 1e-4 |
+| `vit_head` | same | the head; encoder frozen under no_grad, eval mode |
 
 Usage (torch 2.15, torchvision 0.29, transformers 5 in a virtualenv; see README.md here):
 
@@ -55,6 +57,8 @@ WORKLOADS = [
     "resnet50_head",
     "mobilenetv2_full",
     "mobilenetv2_head",
+    "vit_full",
+    "vit_head",
 ]
 
 
@@ -74,6 +78,24 @@ def bert_parts():
     xs = [torch.randint(0, BERT_VOCAB, (BERT_BATCH, BERT_SEQ)) for _ in range(N_BATCHES)]
     ys = [torch.randint(0, 2, (BERT_BATCH,)) for _ in range(N_BATCHES)]
     return encoder, head, xs, ys, lambda enc, x: enc(input_ids=x).last_hidden_state[:, 0]
+
+
+def vit_parts():
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        image_size=IMG_SIZE,
+        patch_size=16,
+    )
+    encoder = ViTModel(config, add_pooling_layer=False)
+    head = nn.Linear(384, IMG_CLASSES)
+    xs = [torch.randn(IMG_BATCH, 3, IMG_SIZE, IMG_SIZE) for _ in range(N_BATCHES)]
+    ys = [torch.randint(0, IMG_CLASSES, (IMG_BATCH,)) for _ in range(N_BATCHES)]
+    return encoder, head, xs, ys, lambda enc, x: enc(pixel_values=x).last_hidden_state[:, 0]
 
 
 def cnn_parts(arch):
@@ -99,6 +121,8 @@ def build(name):
     family, mode = name.rsplit("_", 1)
     if family == "bert":
         body, head, xs, ys, features = bert_parts()
+    elif family == "vit":
+        body, head, xs, ys, features = vit_parts()
     else:
         arch = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenetv2": "mobilenet_v2"}[family]
         body, head, xs, ys, features = cnn_parts(arch)
@@ -108,7 +132,7 @@ def build(name):
         for p in body.parameters():
             p.requires_grad_(False)
         params = list(head.parameters())
-    if family == "bert":
+    if family in ("bert", "vit"):
         opt = torch.optim.AdamW(params, lr=1e-4)
     else:
         opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)

@@ -1,7 +1,9 @@
 //! The real architectures of `benches/pytorch/torch_networks.py`, built with this crate's
 //! public API as a user fine-tunes them: BERT at MiniLM-L6's size (batch 16 × 128 tokens,
 //! `[CLS]` → Linear 384→2, AdamW), torchvision's ResNet-18, ResNet-50 and MobileNetV2
-//! (batch 16 × 3 × 128 × 128, a new Linear head with 10 outputs, SGD with momentum 0.9).
+//! (batch 16 × 3 × 128 × 128, a new Linear head with 10 outputs, SGD with momentum 0.9), and
+//! a ViT at ViT-S/16's size (12 layers, width 384, 6 heads; the same images: 64 patches and
+//! `[CLS]` → Linear 384→10, AdamW).
 //! `_full` trains everything; `_head` trains the head on a body frozen by type (`Frozen`: it
 //! runs on the inner backend, in inference mode); `bert_lora` trains LoRA r = 8 on the
 //! attention's query and value projections plus the head; `_body` is one inference forward of
@@ -19,10 +21,11 @@ use burn_transfer::head::{Pooled, Pooling};
 use burn_transfer::models::bert::{Bert, BertConfig, BertInput};
 use burn_transfer::models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 use burn_transfer::models::resnet::{ResNet, ResNetConfig};
+use burn_transfer::models::vit::{ViT, ViTConfig};
 use burn_transfer::prelude::*;
 
 /// The networks, in the reference's order (`bert_lora` and the `_body` rows are ours only).
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 16] = [
     "bert_full",
     "bert_head",
     "bert_lora",
@@ -36,6 +39,9 @@ pub const NAMES: [&str; 13] = [
     "mobilenetv2_full",
     "mobilenetv2_head",
     "mobilenetv2_body",
+    "vit_full",
+    "vit_head",
+    "vit_body",
 ];
 
 const BATCH: usize = 16;
@@ -135,7 +141,9 @@ fn bert<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
     })
 }
 
-fn cnn<B, Bb>(body: Bb, mode: &str, device: &B::Device) -> Option<Step>
+/// An image network: `body` with a new head trained by `tuner`, frozen or not, or the body's
+/// inference forward alone.
+fn image_model<B, Bb>(body: Bb, mode: &str, tuner: FineTuner<B>, device: &B::Device) -> Option<Step>
 where
     B: AutodiffBackend,
     Bb: Backbone<B, Input = Tensor<B, 4>> + AutodiffModule<B> + 'static,
@@ -151,10 +159,10 @@ where
     let data = image_batches::<B>(device);
     if mode == "head" {
         let model = TransferModel::with_linear_head(Frozen::new(body), CLASSES, device).ok()?;
-        Some(session_step(sgd::<B>().session(model).ok()?, data))
+        Some(session_step(tuner.session(model).ok()?, data))
     } else {
         let model = TransferModel::with_linear_head(body, CLASSES, device).ok()?;
-        Some(session_step(sgd::<B>().session(model).ok()?, data))
+        Some(session_step(tuner.session(model).ok()?, data))
     }
 }
 
@@ -171,21 +179,35 @@ pub fn build<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step>
     }
     match family {
         "bert" => bert::<B>(name, device),
-        "resnet18" => cnn::<B, _>(
+        "resnet18" => image_model::<B, _>(
             ResNet::<B>::new(&ResNetConfig::resnet18(), device).ok()?,
             mode,
+            sgd::<B>(),
             device,
         ),
-        "resnet50" => cnn::<B, _>(
+        "resnet50" => image_model::<B, _>(
             ResNet::<B>::new(&ResNetConfig::resnet50(), device).ok()?,
             mode,
+            sgd::<B>(),
             device,
         ),
-        "mobilenetv2" => cnn::<B, _>(
+        "mobilenetv2" => image_model::<B, _>(
             MobileNetV2::<B>::new(&MobileNetV2Config::default(), device).ok()?,
             mode,
+            sgd::<B>(),
             device,
         ),
+        "vit" => {
+            let config = ViTConfig::vit_base_patch16_224()
+                .for_images(IMAGE, 16, 3)
+                .narrower(384, 6);
+            image_model::<B, _>(
+                ViT::<B>::new(&config, false, device).ok()?,
+                mode,
+                crate::workloads::tuner::<B>().learning_rate(1e-4),
+                device,
+            )
+        }
         _ => None,
     }
 }

@@ -11,7 +11,9 @@
 //! - [`gpt2`]: GPT-2 (`GPT2LMHeadModel`'s names) from a Hugging Face folder, with a key/value
 //!   cache, generation and its byte-level BPE through [`gpt2::Gpt2Tokenizer`];
 //! - [`mobilenet_v2`]: torchvision's MobileNetV2 with its ImageNet `.pth`;
-//! - [`resnet`]: torchvision's ResNet-18/34/50/101.
+//! - [`resnet`]: torchvision's ResNet-18/34/50/101;
+//! - [`vit`]: the Vision Transformer (`ViTModel` / `ViTForImageClassification`'s names)
+//!   from a Hugging Face folder, with position embeddings resampled for other image sizes.
 //!
 //! Where the weights come from: `scripts/fetch-weights.sh` (README).
 
@@ -20,6 +22,7 @@ pub mod conv_bn;
 pub mod gpt2;
 pub mod mobilenet_v2;
 pub mod resnet;
+pub mod vit;
 
 /// A backbone with a linear head, as the ImageNet checkpoints come (`fc`, `classifier.1`).
 pub type WithLinearHead<B, Bb> = crate::head::TransferModel<B, Bb, crate::head::LinearHead<B>>;
@@ -28,6 +31,7 @@ pub use bert::{Bert, BertConfig, BertInput, BertTokenizer};
 pub use gpt2::{GenerationConfig, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
+pub use vit::{ViT, ViTConfig};
 
 /// Reads a Hugging Face `config.json` into `T` (fields it lacks take `T`'s defaults); `what`
 /// names the model in errors ("BERT", "GPT-2").

@@ -17,3 +17,4 @@ mod loss;
 mod models;
 mod reliability;
 mod resume;
+mod vit;
