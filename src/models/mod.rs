@@ -12,6 +12,8 @@
 //!   cache, generation and its byte-level BPE through [`gpt2::Gpt2Tokenizer`];
 //! - [`mobilenet_v2`]: torchvision's MobileNetV2 with its ImageNet `.pth`;
 //! - [`resnet`]: torchvision's ResNet-18/34/50/101;
+//! - [`whisper`]: Whisper's audio encoder (`WhisperModel.encoder`'s names) from a Hugging
+//!   Face folder, with the log-mel front end computed from raw 16 kHz audio;
 //! - [`vit`]: the Vision Transformer (`ViTModel` / `ViTForImageClassification`'s names)
 //!   from a Hugging Face folder, with position embeddings resampled for other image sizes.
 //!
@@ -23,6 +25,7 @@ pub mod gpt2;
 pub mod mobilenet_v2;
 pub mod resnet;
 pub mod vit;
+pub mod whisper;
 
 /// A backbone with a linear head, as the ImageNet checkpoints come (`fc`, `classifier.1`).
 pub type WithLinearHead<B, Bb> = crate::head::TransferModel<B, Bb, crate::head::LinearHead<B>>;
@@ -32,6 +35,7 @@ pub use gpt2::{GenerationConfig, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer};
 pub use mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 pub use vit::{ViT, ViTConfig};
+pub use whisper::{WhisperEncoder, WhisperEncoderConfig, WhisperFeatureExtractor};
 
 /// Reads a Hugging Face `config.json` into `T` (fields it lacks take `T`'s defaults); `what`
 /// names the model in errors ("BERT", "GPT-2").

@@ -18,3 +18,4 @@ mod models;
 mod reliability;
 mod resume;
 mod vit;
+mod whisper;
