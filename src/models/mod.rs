@@ -24,6 +24,7 @@ pub mod conv_bn;
 pub mod gpt2;
 pub mod mobilenet_v2;
 pub mod resnet;
+mod shared;
 pub mod vit;
 pub mod whisper;
 

@@ -195,3 +195,16 @@ pub fn zip_pth_fixture() -> (std::path::PathBuf, ImportOptions) {
         .with_strict(true);
     (path, options)
 }
+
+/// The float32 tensor `name` of a reference `.safetensors` file's bytes (the PyTorch /
+/// transformers outputs the fixture scripts write), as burn data.
+pub fn reference_tensor(bytes: &[u8], name: &str) -> TensorData {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let view = file.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    TensorData::new(values, view.shape().to_vec())
+}

@@ -29,17 +29,7 @@ fn rows(value: &Value) -> Vec<Vec<u32>> {
     serde_json::from_value(value.clone()).unwrap()
 }
 
-/// One float32 tensor of `reference.safetensors` as burn data.
-fn expected(bytes: &[u8], name: &str) -> TensorData {
-    let file = SafeTensors::deserialize(bytes).unwrap();
-    let view = file.tensor(name).unwrap();
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    TensorData::new(values, view.shape().to_vec())
-}
+use crate::common::reference_tensor as expected;
 
 fn model() -> Gpt2LmHeadModel<B> {
     let (model, report) = Gpt2LmHeadModel::<B>::from_pretrained(fixture(), &Default::default())

@@ -8,7 +8,6 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::Tolerance;
 use burn_transfer::models::whisper::{WhisperEncoder, WhisperEncoderConfig, WhisperFeatureConfig};
-use safetensors::SafeTensors;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -26,14 +25,7 @@ fn reference() -> Value {
 /// One float32 tensor of `reference.safetensors` as burn data.
 fn expected(name: &str) -> TensorData {
     let bytes = std::fs::read(fixture().join("reference.safetensors")).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor(name).unwrap();
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    TensorData::new(values, view.shape().to_vec())
+    crate::common::reference_tensor(&bytes, name)
 }
 
 fn samples(name: &str) -> Vec<f32> {

@@ -1,6 +1,7 @@
 //! BERT's hyper-parameters, read from a Hugging Face `config.json` or built in code.
 
 use crate::error::{Result, TransferError};
+use crate::models::shared::{check_heads, check_sizes};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -103,7 +104,7 @@ impl BertConfig {
 
     /// Checks that the sizes fit together.
     pub fn validate(&self) -> Result<()> {
-        let sizes = [
+        check_sizes(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -111,12 +112,7 @@ impl BertConfig {
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
-        ];
-        for (name, value) in sizes {
-            if value == 0 {
-                return Err(TransferError::config(name, 0, "must be at least 1"));
-            }
-        }
+        ])?;
         if self.adapter_size == Some(0) {
             return Err(TransferError::config(
                 "adapter_size",
@@ -124,17 +120,12 @@ impl BertConfig {
                 "an adapter needs a bottleneck of at least 1 (or None for no adapters)",
             ));
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(TransferError::config(
-                "num_attention_heads",
-                self.num_attention_heads,
-                &format!(
-                    "hidden_size {} must be a multiple of the number of heads",
-                    self.hidden_size
-                ),
-            ));
-        }
-        Ok(())
+        check_heads(
+            "hidden_size",
+            self.hidden_size,
+            "num_attention_heads",
+            self.num_attention_heads,
+        )
     }
 }
 

@@ -218,27 +218,7 @@ impl<B: Backend> Bert<B> {
     /// pooler and the layers at `indices` (e.g. [`every_other`](crate::distill::init::every_other)),
     /// with their weights. An error for an empty selection or an index past the end.
     pub fn keep_layers(&self, indices: &[usize]) -> Result<Self> {
-        if indices.is_empty() {
-            return Err(crate::TransferError::config(
-                "layer indices",
-                "[]",
-                "keep at least one layer",
-            ));
-        }
-        let layer = indices
-            .iter()
-            .map(|&i| {
-                self.encoder
-                    .layer
-                    .get(i)
-                    .cloned()
-                    .ok_or(crate::TransferError::StackTooShort {
-                        prefix: "encoder.layer".into(),
-                        requested: i + 1,
-                        available: self.num_layers(),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layer = super::shared::layers_at(&self.encoder.layer, indices, "encoder.layer")?;
         Ok(Self {
             embeddings: self.embeddings.clone(),
             encoder: BertEncoder { layer },

@@ -1,6 +1,7 @@
 //! GPT-2's hyper-parameters, read from a Hugging Face `config.json` or built in code.
 
 use crate::error::{Result, TransferError};
+use crate::models::shared::{check_dropouts, check_heads, check_sizes};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -143,42 +144,20 @@ impl Gpt2Config {
 
     /// Checks that the sizes fit together and that the options are ones this model has.
     pub fn validate(&self) -> Result<()> {
-        let sizes = [
+        check_sizes(&[
             ("vocab_size", self.vocab_size),
             ("n_positions", self.n_positions),
             ("n_embd", self.n_embd),
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
             ("n_inner", self.inner_size()),
-        ];
-        for (name, value) in sizes {
-            if value == 0 {
-                return Err(TransferError::config(name, 0, "must be at least 1"));
-            }
-        }
-        if !self.n_embd.is_multiple_of(self.n_head) {
-            return Err(TransferError::config(
-                "n_head",
-                self.n_head,
-                &format!(
-                    "n_embd {} must be a multiple of the number of heads",
-                    self.n_embd
-                ),
-            ));
-        }
-        for (name, p) in [
+        ])?;
+        check_heads("n_embd", self.n_embd, "n_head", self.n_head)?;
+        check_dropouts(&[
             ("resid_pdrop", self.resid_pdrop),
             ("embd_pdrop", self.embd_pdrop),
             ("attn_pdrop", self.attn_pdrop),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(TransferError::config(
-                    name,
-                    p,
-                    "a dropout probability in [0, 1)",
-                ));
-            }
-        }
+        ])?;
         if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err(TransferError::config(
                 "layer_norm_epsilon",

@@ -35,15 +35,13 @@ pub use generate::GenerationConfig;
 pub use layers::{Gpt2Attention, Gpt2Block, Gpt2Mlp, LayerCache};
 pub use tokenizer::Gpt2Tokenizer;
 
+use super::shared::normal_linear;
 use crate::error::{Result, TransferError};
 use crate::import::{ImportOptions, ImportReport, Layout, import_weights};
 use crate::kernels::layer_norm as norm;
 use crate::task::CausalLm;
-use burn::module::{Module, Param};
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, Linear,
-    LinearConfig,
-};
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm};
 use burn::prelude::*;
 use std::path::Path;
 
@@ -206,11 +204,19 @@ impl<B: Backend> Gpt2Model<B> {
         let h = (0..config.n_layer)
             .map(|_| {
                 let mut block = Gpt2Block::new(config, activation, device);
-                block.attn.c_attn = gpt2_linear(config.n_embd, 3 * config.n_embd, 0.02, device);
-                block.attn.c_proj = gpt2_linear(config.n_embd, config.n_embd, residual_std, device);
-                block.mlp.c_fc = gpt2_linear(config.n_embd, config.inner_size(), 0.02, device);
-                block.mlp.c_proj =
-                    gpt2_linear(config.inner_size(), config.n_embd, residual_std, device);
+                block.attn.c_attn =
+                    normal_linear(config.n_embd, 3 * config.n_embd, true, 0.02, device);
+                block.attn.c_proj =
+                    normal_linear(config.n_embd, config.n_embd, true, residual_std, device);
+                block.mlp.c_fc =
+                    normal_linear(config.n_embd, config.inner_size(), true, 0.02, device);
+                block.mlp.c_proj = normal_linear(
+                    config.inner_size(),
+                    config.n_embd,
+                    true,
+                    residual_std,
+                    device,
+                );
                 block
             })
             .collect();
@@ -356,15 +362,6 @@ impl<B: Backend> Gpt2Model<B> {
     }
 }
 
-/// A GPT-2 projection: weight `N(0, std)`, bias 0 (transformers' initialisation).
-fn gpt2_linear<B: Backend>(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Linear<B> {
-    let mut layer = LinearConfig::new(d_in, d_out)
-        .with_initializer(Initializer::Normal { mean: 0.0, std })
-        .init(device);
-    layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
-    layer
-}
-
 /// The decoder's output with next-token logits (HF `CausalLMOutputWithPast`).
 #[derive(Clone, Debug)]
 pub struct Gpt2LmOutput<B: Backend> {
@@ -444,24 +441,8 @@ impl<B: Backend> Gpt2LmHeadModel<B> {
     /// [`every_other`](crate::distill::init::every_other)), with their weights. An error for
     /// an empty selection or an index past the end.
     pub fn keep_layers(&self, indices: &[usize]) -> Result<Self> {
-        if indices.is_empty() {
-            return Err(TransferError::config(
-                "layer indices",
-                "[]",
-                "keep at least one block",
-            ));
-        }
         let model = &self.transformer;
-        let h = indices
-            .iter()
-            .map(|&i| {
-                model.h.get(i).cloned().ok_or(TransferError::StackTooShort {
-                    prefix: "transformer.h".into(),
-                    requested: i + 1,
-                    available: model.h.len(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let h = super::shared::layers_at(&model.h, indices, "transformer.h")?;
         Ok(Self {
             transformer: Gpt2Model {
                 wte: model.wte.clone(),

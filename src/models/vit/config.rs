@@ -1,6 +1,7 @@
 //! ViT's hyper-parameters, read from a Hugging Face `config.json` or built in code.
 
 use crate::error::{Result, TransferError};
+use crate::models::shared::{check_dropouts, check_heads, check_sizes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -163,7 +164,7 @@ impl ViTConfig {
     pub fn validate(&self) -> Result<()> {
         let [h, w] = self.image_size.pair();
         let [ph, pw] = self.patch_size.pair();
-        let sizes = [
+        check_sizes(&[
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
             ("num_attention_heads", self.num_attention_heads),
@@ -171,12 +172,7 @@ impl ViTConfig {
             ("num_channels", self.num_channels),
             ("pooler_output_size", self.pooler_size()),
             ("patch_size", ph.min(pw)),
-        ];
-        for (name, value) in sizes {
-            if value == 0 {
-                return Err(TransferError::config(name, 0, "must be at least 1"));
-            }
-        }
+        ])?;
         if h < ph || w < pw {
             return Err(TransferError::config(
                 "image_size",
@@ -184,31 +180,19 @@ impl ViTConfig {
                 &format!("must hold at least one {ph}×{pw} patch"),
             ));
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(TransferError::config(
-                "num_attention_heads",
-                self.num_attention_heads,
-                &format!(
-                    "hidden_size {} must be a multiple of the number of heads",
-                    self.hidden_size
-                ),
-            ));
-        }
-        for (name, p) in [
+        check_heads(
+            "hidden_size",
+            self.hidden_size,
+            "num_attention_heads",
+            self.num_attention_heads,
+        )?;
+        check_dropouts(&[
             ("hidden_dropout_prob", self.hidden_dropout_prob),
             (
                 "attention_probs_dropout_prob",
                 self.attention_probs_dropout_prob,
             ),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(TransferError::config(
-                    name,
-                    p,
-                    "a dropout probability in [0, 1)",
-                ));
-            }
-        }
+        ])?;
         if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(TransferError::config(
                 "layer_norm_eps",

@@ -8,9 +8,7 @@ use crate::kernels::{
 };
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 
 /// ViT's initialisation of weights: `N(0, initializer_range)` (transformers truncates at
@@ -22,22 +20,15 @@ fn normal(c: &ViTConfig) -> Initializer {
     }
 }
 
-/// A Linear layer initialised as ViT's: normal weights, zero bias.
-pub(crate) fn vit_linear<B: Backend>(
+/// A projection initialised as ViT's: `N(0, initializer_range)` weights, zero bias.
+fn vit_linear<B: Backend>(
     c: &ViTConfig,
     d_in: usize,
     d_out: usize,
     bias: bool,
     device: &B::Device,
 ) -> Linear<B> {
-    let mut layer = LinearConfig::new(d_in, d_out)
-        .with_bias(bias)
-        .with_initializer(normal(c))
-        .init(device);
-    if let Some(b) = layer.bias.take() {
-        layer.bias = Some(Param::from_tensor(b.val().zeros_like()));
-    }
-    layer
+    crate::models::shared::normal_linear(d_in, d_out, bias, c.initializer_range, device)
 }
 
 pub(crate) fn layer_norm<B: Backend>(c: &ViTConfig, device: &B::Device) -> LayerNorm<B> {

@@ -1,6 +1,7 @@
 //! The encoder's hyper-parameters, read from a Whisper `config.json` or built in code.
 
 use crate::error::{Result, TransferError};
+use crate::models::shared::{check_dropouts, check_heads, check_sizes};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -117,28 +118,20 @@ impl WhisperEncoderConfig {
 
     /// Checks that the sizes fit together and that the options are ones this model has.
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
+        check_sizes(&[
             ("num_mel_bins", self.num_mel_bins),
             ("d_model", self.d_model),
             ("encoder_layers", self.encoder_layers),
             ("encoder_attention_heads", self.encoder_attention_heads),
             ("encoder_ffn_dim", self.encoder_ffn_dim),
             ("max_source_positions", self.max_source_positions),
-        ] {
-            if value == 0 {
-                return Err(TransferError::config(name, 0, "must be at least 1"));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.encoder_attention_heads) {
-            return Err(TransferError::config(
-                "encoder_attention_heads",
-                self.encoder_attention_heads,
-                &format!(
-                    "d_model {} must be a multiple of the number of heads",
-                    self.d_model
-                ),
-            ));
-        }
+        ])?;
+        check_heads(
+            "d_model",
+            self.d_model,
+            "encoder_attention_heads",
+            self.encoder_attention_heads,
+        )?;
         if !self.d_model.is_multiple_of(2) {
             return Err(TransferError::config(
                 "d_model",
@@ -146,19 +139,11 @@ impl WhisperEncoderConfig {
                 "must be even: the sinusoidal positions pair a sine with a cosine",
             ));
         }
-        for (name, p) in [
+        check_dropouts(&[
             ("dropout", self.dropout),
             ("attention_dropout", self.attention_dropout),
             ("activation_dropout", self.activation_dropout),
-        ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(TransferError::config(
-                    name,
-                    p,
-                    "a dropout probability in [0, 1)",
-                ));
-            }
-        }
+        ])?;
         if self.activation_function != "gelu" {
             return Err(TransferError::config(
                 "activation_function",

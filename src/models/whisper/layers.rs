@@ -5,34 +5,22 @@ use super::WhisperEncoderConfig;
 use crate::kernels::{
     attention, attention_with_probabilities, dropout, gelu, layer_norm as norm, linear,
 };
-use burn::module::{Module, Param};
-use burn::nn::{
-    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 
 /// PyTorch's `nn.LayerNorm` default, which Whisper keeps.
 pub(crate) const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// A Linear layer initialised as Whisper's: `N(0, init_std)` weights, zero bias.
-pub(crate) fn whisper_linear<B: Backend>(
+/// A projection initialised as Whisper's: `N(0, init_std)` weights, zero bias.
+fn whisper_linear<B: Backend>(
     c: &WhisperEncoderConfig,
     d_in: usize,
     d_out: usize,
     bias: bool,
     device: &B::Device,
 ) -> Linear<B> {
-    let mut layer = LinearConfig::new(d_in, d_out)
-        .with_bias(bias)
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: c.init_std,
-        })
-        .init(device);
-    if let Some(b) = layer.bias.take() {
-        layer.bias = Some(Param::from_tensor(b.val().zeros_like()));
-    }
-    layer
+    crate::models::shared::normal_linear(d_in, d_out, bias, c.init_std, device)
 }
 
 pub(crate) fn layer_norm<B: Backend>(c: &WhisperEncoderConfig, device: &B::Device) -> LayerNorm<B> {

@@ -261,26 +261,7 @@ impl<B: Backend> WhisperEncoder<B> {
     /// layers at `indices`, with their weights. An error for an empty selection or an index
     /// past the end.
     pub fn keep_layers(&self, indices: &[usize]) -> Result<Self> {
-        if indices.is_empty() {
-            return Err(TransferError::config(
-                "layer indices",
-                "[]",
-                "keep at least one layer",
-            ));
-        }
-        let layers = indices
-            .iter()
-            .map(|&i| {
-                self.layers
-                    .get(i)
-                    .cloned()
-                    .ok_or(TransferError::StackTooShort {
-                        prefix: "layers".into(),
-                        requested: i + 1,
-                        available: self.num_layers(),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = super::shared::layers_at(&self.layers, indices, "layers")?;
         Ok(Self {
             conv1: self.conv1.clone(),
             conv2: self.conv2.clone(),
