@@ -22,7 +22,8 @@
 mod fashion_mnist;
 #[path = "common/table.rs"]
 mod table;
-use burn::backend::{Autodiff, NdArray};
+#[path = "common/transfer.rs"]
+mod transfer;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn_transfer::finetune::evaluate;
@@ -30,10 +31,9 @@ use burn_transfer::models::{ViT, ViTConfig};
 use burn_transfer::prelude::*;
 use fashion_mnist::{NAMES, PIXELS};
 use std::time::Instant;
-use table::{Table, percent};
+use table::percent;
+use transfer::{B, Budget, Draws, Inner, three_ways};
 
-type B = Autodiff<NdArray>;
-type Inner = NdArray;
 type Images<Bk> = Vec<ClassificationBatch<Bk, Tensor<Bk, 4>>>;
 
 const SEED: u64 = 7;
@@ -41,9 +41,16 @@ const SOURCE: [u8; 5] = [5, 6, 7, 8, 9];
 const TARGET: [u8; 5] = [0, 1, 2, 3, 4];
 const BATCH: usize = 50;
 const TEST_PER_CLASS: usize = 200;
-const TARGET_EPOCHS: usize = 30;
-/// The head on frozen features trains on a cache (a matrix product a step), so it gets more.
-const HEAD_EPOCHS: usize = 200;
+/// The target task's rates and epochs (the head on frozen features trains on a cache, a
+/// matrix product a step, so it gets more epochs).
+const BUDGET: Budget = Budget {
+    head_only: 1e-2,
+    head_epochs: 200,
+    fine_tune: (3e-4, 3e-3),
+    scratch: 1e-3,
+    epochs: 30,
+    seed: SEED,
+};
 /// Fashion-MNIST's pixel mean and deviation (on 0..1), for normalising.
 const MEAN: f32 = 0.286;
 const STD: f32 = 0.353;
@@ -127,122 +134,25 @@ fn main() -> burn_transfer::Result<()> {
         names(&TARGET),
         TARGET.len() * TEST_PER_CLASS
     );
-    let mut results = [VARIANTS.map(|_| Vec::new()), VARIANTS.map(|_| Vec::new())];
+    let mut draws = Draws::default();
     for split in 0..splits {
         let train = batches::<B>(
             &fashion_mnist::load(&dir, "train", &TARGET, split * per_class, per_class),
             &device,
         );
-        let runs = transfer(&body, &config, &train, &test, &device)?;
-        for (v, (accuracy, seconds)) in runs.into_iter().enumerate() {
-            results[0][v].push(accuracy);
-            results[1][v].push(seconds);
-        }
-        println!(
-            "draw {}: {}",
-            split + 1,
-            SHORT
-                .iter()
-                .zip(&results[0])
-                .map(|(name, acc)| format!("{name} {}", percent(acc[split])))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let scratch = || ViT::<B>::new(&config, false, &device);
+        draws.record(three_ways(
+            &body,
+            scratch,
+            TARGET.len(),
+            &train,
+            &test,
+            &BUDGET,
+        )?);
     }
-
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let mut table = Table::new(&["", "mean accuracy", "range", "s/run"]);
-    for (v, name) in VARIANTS.iter().enumerate() {
-        let acc = &results[0][v];
-        let (lo, hi) = acc
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &a| (lo.min(a), hi.max(a)));
-        table.row(vec![
-            name.to_string(),
-            percent(mean(acc)),
-            format!("{}–{}", percent(lo), percent(hi)),
-            format!("{:.1}", mean(&results[1][v])),
-        ]);
-    }
-    table.print();
-    let [frozen, tuned, scratch] = [0, 1, 2].map(|v| mean(&results[0][v]));
-    if frozen.max(tuned) <= scratch {
-        eprintln!("the pretrained ViT did not beat random initialisation");
-        std::process::exit(1);
-    }
-    if tuned < frozen {
-        eprintln!("fine-tuning the pretrained ViT did worse than its frozen features");
-        std::process::exit(1);
-    }
+    draws.print();
+    draws.check("ViT");
     Ok(())
-}
-
-const VARIANTS: [&str; 3] = [
-    "pretrained, frozen body + new head",
-    "pretrained, full fine-tune",
-    "random init, full training",
-];
-/// The variants in a draw's line.
-const SHORT: [&str; 3] = ["frozen", "fine-tuned", "scratch"];
-
-/// The three variants on one draw of labelled images: (test accuracy, seconds) each, in
-/// the order of [`VARIANTS`].
-fn transfer(
-    body: &ViT<B>,
-    config: &ViTConfig,
-    train: &Images<B>,
-    test: &Images<Inner>,
-    device: &burn::tensor::Device<B>,
-) -> burn_transfer::Result<Vec<(f64, f64)>> {
-    let tuner = |lr: f64| {
-        FineTuner::<B>::new()
-            .learning_rate(lr)
-            .seed(SEED)
-            .epochs(TARGET_EPOCHS)
-            .monitor(Monitor::TrainLoss)
-            .verbose(false)
-    };
-    let head = || {
-        B::seed(device, SEED);
-        LinearHead::new(config.hidden_size, TARGET.len(), device)
-    };
-    let mut runs = Vec::new();
-
-    // Frozen body: its features are computed once, then only the head trains.
-    let started = Instant::now();
-    let model = TransferModel::new(Frozen::new(body.clone()), head()?)?;
-    let model = tuner(1e-2)
-        .epochs(HEAD_EPOCHS)
-        .fit_frozen_backbone_without_validation(model, train)?
-        .model;
-    runs.push(score(&model, test, started)?);
-
-    // Everything fine-tuned: the body at a tenth of the new head's rate.
-    let started = Instant::now();
-    let model = TransferModel::new(body.clone(), head()?)?;
-    let model = tuner(3e-4)
-        .group("head", 3e-3)?
-        .fit_without_validation(model, train)?
-        .model;
-    runs.push(score(&model, test, started)?);
-
-    // The same ViT from random initialisation, same images and epochs.
-    let started = Instant::now();
-    B::seed(device, SEED);
-    let model = TransferModel::new(ViT::<B>::new(config, false, device)?, head()?)?;
-    let model = tuner(1e-3).fit_without_validation(model, train)?.model;
-    runs.push(score(&model, test, started)?);
-    Ok(runs)
-}
-
-/// Test accuracy of a trained model and the seconds since `started`.
-fn score<M>(model: &M, test: &Images<Inner>, started: Instant) -> burn_transfer::Result<(f64, f64)>
-where
-    M: AutodiffModule<B>,
-    M::InnerModule: Classifier<Inner, Input = Tensor<Inner, 4>>,
-{
-    let accuracy = evaluate(&model.valid(), test)?.accuracy;
-    Ok((accuracy, started.elapsed().as_secs_f64()))
 }
 
 /// Batches of `[BATCH, 1, 28, 28]` normalised images.
