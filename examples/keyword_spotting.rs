@@ -15,9 +15,10 @@
 //! fine-tuned from that head, and the same encoder from random initialisation. Exits 1
 //! unless, on average, the pretrained encoder beats random initialisation. (Fine-tuning the
 //! whole encoder on two voices does not beat its frozen features on the six others: see
-//! docs/examples.md.) `KWS_PRETRAIN_EPOCHS` (default 20), `KWS_DRAWS` (default 4) and
-//! `KWS_SPEAKERS` (labelled voices per draw, default 2) change the run: CI runs a quick mode
-//! with fewer epochs and one draw (same code path and check).
+//! docs/examples.md.) `KWS_PRETRAIN_EPOCHS` (default 20), `KWS_EPOCHS` (on the new words,
+//! default 40), `KWS_DRAWS` (default 4) and `KWS_SPEAKERS` (labelled voices per draw, default
+//! 2) change the run: CI runs a quick mode with fewer epochs and one draw (same code path and
+//! check).
 
 #[path = "common/table.rs"]
 mod table;
@@ -56,14 +57,8 @@ const VOICES: [&str; 8] = [
 const BATCH: usize = 30;
 /// Voices whose clips of the new words are labelled, per draw (the others are the test).
 const SPEAKERS: usize = 2;
-const BUDGET: Budget = Budget {
-    head_only: 1e-2,
-    head_epochs: 200,
-    fine_tune: (1e-4, 3e-3),
-    scratch: 1e-3,
-    epochs: 40,
-    seed: SEED,
-};
+/// Epochs of the fine-tuned and scratch encoders on the new words (`KWS_EPOCHS` changes it).
+const EPOCHS: usize = 40;
 
 /// One clip: its word's index, the voice's index and its features `[80 · 100]`.
 struct Clip {
@@ -84,6 +79,14 @@ fn main() -> burn_transfer::Result<()> {
             .unwrap_or(default)
     };
     let speakers = env("KWS_SPEAKERS", SPEAKERS).clamp(1, VOICES.len() - 1);
+    let budget = Budget {
+        head_only: 1e-2,
+        head_epochs: 200,
+        fine_tune: (1e-4, 3e-3),
+        scratch: 1e-3,
+        epochs: env("KWS_EPOCHS", EPOCHS).max(1),
+        seed: SEED,
+    };
     let (pretrain_epochs, draw_count) = (
         env("KWS_PRETRAIN_EPOCHS", 20),
         env("KWS_DRAWS", VOICES.len() / speakers).clamp(1, VOICES.len() / speakers),
@@ -167,7 +170,7 @@ fn main() -> burn_transfer::Result<()> {
             TARGET.len(),
             &train,
             &test,
-            &BUDGET,
+            &budget,
         )?);
     }
     draws.print();
