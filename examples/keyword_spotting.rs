@@ -34,7 +34,7 @@ use burn_transfer::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use table::percent;
-use transfer::{B, Budget, Draws, Inner, three_ways};
+use transfer::{B, Budget, Draws, Inner, env_or, pretrainer, three_ways};
 
 type Clips<Bk> = Vec<ClassificationBatch<Bk, Tensor<Bk, 3>>>;
 
@@ -72,24 +72,18 @@ fn main() -> burn_transfer::Result<()> {
     // the next step instead of paying page faults.
     burn_transfer::kernels::join_compute_pool();
     burn_transfer::kernels::reuse_freed_memory();
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let speakers = env("KWS_SPEAKERS", SPEAKERS).clamp(1, VOICES.len() - 1);
+    let speakers = env_or("KWS_SPEAKERS", SPEAKERS).clamp(1, VOICES.len() - 1);
     let budget = Budget {
         head_only: 1e-2,
         head_epochs: 200,
         fine_tune: (1e-4, 3e-3),
         scratch: 1e-3,
-        epochs: env("KWS_EPOCHS", EPOCHS).max(1),
+        epochs: env_or("KWS_EPOCHS", EPOCHS).max(1),
         seed: SEED,
     };
     let (pretrain_epochs, draw_count) = (
-        env("KWS_PRETRAIN_EPOCHS", 20),
-        env("KWS_DRAWS", VOICES.len() / speakers).clamp(1, VOICES.len() / speakers),
+        env_or("KWS_PRETRAIN_EPOCHS", 20),
+        env_or("KWS_DRAWS", VOICES.len() / speakers).clamp(1, VOICES.len() / speakers),
     );
     let device = Default::default();
     let dir = speech_dir();
@@ -126,16 +120,7 @@ fn main() -> burn_transfer::Result<()> {
     );
     let started = Instant::now();
     let all: Vec<&Clip> = source.iter().collect();
-    let pretrained = FineTuner::<B>::new()
-        .learning_rate(1e-3)
-        .schedule(LrSchedule::Cosine {
-            warmup: 0.05,
-            min_factor: 0.01,
-        })
-        .seed(SEED)
-        .epochs(pretrain_epochs)
-        .monitor(Monitor::TrainLoss)
-        .verbose(false)
+    let pretrained = pretrainer(pretrain_epochs, SEED)
         .fit_without_validation(model, &batches::<B>(&all, frames, &device))?
         .model;
     let accuracy = evaluate(

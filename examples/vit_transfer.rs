@@ -32,7 +32,7 @@ use burn_transfer::prelude::*;
 use fashion_mnist::{NAMES, PIXELS};
 use std::time::Instant;
 use table::percent;
-use transfer::{B, Budget, Draws, Inner, three_ways};
+use transfer::{B, Budget, Draws, Inner, env_or, pretrainer, three_ways};
 
 type Images<Bk> = Vec<ClassificationBatch<Bk, Tensor<Bk, 4>>>;
 
@@ -60,17 +60,11 @@ fn main() -> burn_transfer::Result<()> {
     // the next step instead of paying page faults.
     burn_transfer::kernels::join_compute_pool();
     burn_transfer::kernels::reuse_freed_memory();
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let (pretrain_per_class, pretrain_epochs, per_class, splits) = (
-        env("VIT_PRETRAIN", 6000),
-        env("VIT_PRETRAIN_EPOCHS", 8),
-        env("VIT_TRAIN", 40),
-        env("VIT_DRAWS", 5).max(1),
+        env_or("VIT_PRETRAIN", 6000),
+        env_or("VIT_PRETRAIN_EPOCHS", 8),
+        env_or("VIT_TRAIN", 40),
+        env_or("VIT_DRAWS", 5).max(1),
     );
     let device = Default::default();
     let dir = fashion_mnist::data_dir();
@@ -99,16 +93,7 @@ fn main() -> burn_transfer::Result<()> {
         source.1.len()
     );
     let started = Instant::now();
-    let pretrained = FineTuner::<B>::new()
-        .learning_rate(1e-3)
-        .schedule(LrSchedule::Cosine {
-            warmup: 0.05,
-            min_factor: 0.01,
-        })
-        .seed(SEED)
-        .epochs(pretrain_epochs)
-        .monitor(Monitor::TrainLoss)
-        .verbose(false)
+    let pretrained = pretrainer(pretrain_epochs, SEED)
         .fit_without_validation(model, &batches::<B>(&source, &device))?
         .model;
     let source_accuracy = evaluate(

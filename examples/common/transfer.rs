@@ -24,6 +24,29 @@ pub const VARIANTS: [&str; 3] = [
 /// The same in a draw's line.
 const SHORT: [&str; 3] = ["frozen", "fine-tuned", "scratch"];
 
+/// `$name` as a number, or `default` when it is unset or not one (the examples' run sizes).
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The pretraining loop of the examples: AdamW at 1e-3 with a short warm-up and a cosine
+/// decay, no validation.
+pub fn pretrainer(epochs: usize, seed: u64) -> FineTuner<B> {
+    FineTuner::<B>::new()
+        .learning_rate(1e-3)
+        .schedule(LrSchedule::Cosine {
+            warmup: 0.05,
+            min_factor: 0.01,
+        })
+        .seed(seed)
+        .epochs(epochs)
+        .monitor(Monitor::TrainLoss)
+        .verbose(false)
+}
+
 /// Learning rates and epochs of the three variants.
 pub struct Budget {
     /// Rate of the head on frozen features.
