@@ -10,8 +10,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn_transfer::distill::DistillStudent;
-use burn_transfer::finetune::Objective;
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
+use burn_transfer::objective::StepOutput;
 use burn_transfer::prelude::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -55,7 +55,7 @@ fn bench_distill(c: &mut Criterion) {
                         DistillTargets::new(logits, teacher()).with_labels(y.clone()),
                         1,
                     )?;
-                    Ok(Objective::new(out.total, 0, 256))
+                    Ok(StepOutput::new(out.total, 0, 256))
                 })
                 .unwrap()
             })

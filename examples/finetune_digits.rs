@@ -180,7 +180,7 @@ fn pretrain(
         .epochs(15)
         .monitor(Monitor::TrainLoss)
         .verbose(false)
-        .fit_without_validation(model, &train)?;
+        .fit(model, &train, None)?;
     Ok(outcome.model.into_parts().0)
 }
 
@@ -236,7 +236,7 @@ where
 {
     let summary = model.param_summary();
     let started = Instant::now();
-    let outcome = tuner.fit(model, &target.train, &target.valid)?;
+    let outcome = tuner.fit(model, &target.train, Some(&target.valid))?;
     let seconds = started.elapsed().as_secs_f64();
     let accuracy = evaluate(&outcome.best_model.valid(), &target.test)?.accuracy;
     Ok(Row {

@@ -154,10 +154,7 @@ where
     M::InnerModule: Classifier<Inner, Input = Tensor<Inner, 4>>,
 {
     let started = Instant::now();
-    let model = tuner
-        .epochs(epochs)
-        .fit_without_validation(model, train)?
-        .model;
+    let model = tuner.epochs(epochs).fit(model, train, None)?.model;
     let seconds_per_epoch = started.elapsed().as_secs_f64() / epochs as f64;
     Ok((
         name,

@@ -121,7 +121,7 @@ fn main() -> burn_transfer::Result<()> {
     let started = Instant::now();
     let all: Vec<&Clip> = source.iter().collect();
     let pretrained = pretrainer(pretrain_epochs, SEED)
-        .fit_without_validation(model, &batches::<B>(&all, frames, &device))?
+        .fit(model, &batches::<B>(&all, frames, &device), None)?
         .model;
     let accuracy = evaluate(
         &pretrained.valid(),

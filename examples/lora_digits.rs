@@ -61,7 +61,11 @@ fn main() -> burn_transfer::Result<()> {
         .epochs(15)
         .monitor(Monitor::TrainLoss)
         .verbose(false)
-        .fit_without_validation(pretrain, &digits::batches::<B>(pretrain_half, 32, &device))?
+        .fit(
+            pretrain,
+            &digits::batches::<B>(pretrain_half, 32, &device),
+            None,
+        )?
         .model
         .into_parts()
         .0;
@@ -90,7 +94,7 @@ fn main() -> burn_transfer::Result<()> {
     let step_ms = step_time(full.clone(), tuner(3e-4).group("head", 1e-2)?, &train_b)?;
     let model = tuner(3e-4)
         .group("head", 1e-2)?
-        .fit(full, &train_b, &valid_b)?
+        .fit(full, &train_b, Some(&valid_b))?
         .best_model;
     let path = out_dir.join("full.mpk");
     save_model(&model, &path)?;
@@ -112,7 +116,7 @@ fn main() -> burn_transfer::Result<()> {
     .unfreeze_base("head")?;
     let (trainable, total) = counts(&lora);
     let step_ms = step_time(lora.clone(), tuner(1e-2), &train_b)?;
-    let model = tuner(1e-2).fit(lora, &train_b, &valid_b)?.best_model;
+    let model = tuner(1e-2).fit(lora, &train_b, Some(&valid_b))?.best_model;
     model.save_adapter(&out_dir.join("lora"))?;
     rows.push(Row {
         name: "LoRA r=4 + head",
@@ -128,7 +132,9 @@ fn main() -> burn_transfer::Result<()> {
     let head_only = TransferModel::new(Frozen::new(body), LinearHead::new(WIDTHS[2], 5, &device)?)?;
     let (trainable, total) = counts(&head_only);
     let step_ms = step_time(head_only.clone(), tuner(1e-2), &train_b)?;
-    let model = tuner(1e-2).fit(head_only, &train_b, &valid_b)?.best_model;
+    let model = tuner(1e-2)
+        .fit(head_only, &train_b, Some(&valid_b))?
+        .best_model;
     let path = out_dir.join("head.mpk");
     save_model(&model.head, &path)?;
     rows.push(Row {

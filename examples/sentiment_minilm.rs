@@ -217,10 +217,7 @@ where
 {
     let summary = model.param_summary();
     let started = Instant::now();
-    let model = tuner
-        .epochs(epochs)
-        .fit_without_validation(model, train)?
-        .model;
+    let model = tuner.epochs(epochs).fit(model, train, None)?.model;
     let seconds_per_epoch = started.elapsed().as_secs_f64() / epochs as f64;
     let accuracy = evaluate(&model.valid(), test)?.accuracy;
     let row = Row {

@@ -94,7 +94,7 @@ fn main() -> burn_transfer::Result<()> {
     );
     let started = Instant::now();
     let pretrained = pretrainer(pretrain_epochs, SEED)
-        .fit_without_validation(model, &batches::<B>(&source, &device))?
+        .fit(model, &batches::<B>(&source, &device), None)?
         .model;
     let source_accuracy = evaluate(
         &pretrained.valid(),

@@ -44,7 +44,7 @@
 //!     .epochs(2)
 //!     .verbose(false)
 //!     .monitor(Monitor::TrainLoss)
-//!     .fit_without_validation(model, &train)?;
+//!     .fit(model, &train, None)?;
 //! assert_eq!(outcome.history.epochs.len(), 2);
 //! # Ok::<(), burn_transfer::TransferError>(())
 //! ```
@@ -57,6 +57,7 @@ pub mod distill;
 pub mod error;
 pub mod finetune;
 pub mod freeze;
+pub mod generation;
 mod guard;
 pub mod head;
 pub mod import;
@@ -65,6 +66,7 @@ pub mod learner;
 pub mod loss;
 #[cfg(feature = "models")]
 pub mod models;
+pub mod objective;
 pub mod task;
 
 pub use error::{Result, TransferError};
@@ -88,6 +90,7 @@ pub mod prelude {
     };
     pub use crate::import::{ImportOptions, ImportReport, import_weights};
     pub use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets};
+    pub use crate::objective::{CrossEntropy, NextTokenLoss, Objective, StepAt, StepOutput};
     pub use crate::task::{BatchSource, CausalLm, ClassificationBatch, Classifier, TokenBatch};
 }
 

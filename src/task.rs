@@ -58,6 +58,25 @@ pub trait CausalLm<B: Backend>: Module<B> + ModuleDisplay {
         attention_mask: Tensor<B, 2, Int>,
     ) -> crate::Result<Tensor<B, 3>>;
 
+    /// Continues each prompt (token ids) as `config` says and returns each row's new
+    /// tokens, up to and including the end token where a row reached it (the config's, or
+    /// none). The default runs the whole sequence again for every token; a model with a
+    /// key/value cache (GPT-2) overrides it. Call it on an inference model (`valid()`).
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &crate::generation::GenerationConfig,
+    ) -> crate::Result<Vec<Vec<u32>>> {
+        let device = self.devices().into_iter().next().unwrap_or_default();
+        crate::generation::generate_by_recompute(
+            |ids, mask| self.next_token_logits(ids, mask),
+            self.vocab_size(),
+            &device,
+            prompts,
+            config,
+        )
+    }
+
     /// `exp` of the mean next-token cross-entropy over every real target of `batches`
     /// (weighted by their token counts). An error when no batch has a target.
     fn perplexity(&self, batches: &[TokenBatch<B>]) -> crate::Result<f64> {

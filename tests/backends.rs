@@ -172,7 +172,7 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
         .learning_rate(5e-2)
         .verbose(false)
         .monitor(Monitor::TrainLoss)
-        .fit_frozen_backbone_without_validation(model, &train)
+        .fit_frozen_backbone(model, &train, None)
         .unwrap();
     let h = &outcome.history.epochs;
     assert!(h.last().unwrap().train_loss < h[0].train_loss, "{h:?}");

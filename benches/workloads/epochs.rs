@@ -33,8 +33,8 @@ pub fn run<B: AutodiffBackend>(
             let t = tuner::<B>().epochs(epochs).monitor(Monitor::TrainLoss);
             let t0 = Instant::now();
             let outcome = match name.as_str() {
-                "head_epochs_cached" => t.fit_frozen_backbone_without_validation(model, &train),
-                _ => t.fit_without_validation(model, &train),
+                "head_epochs_cached" => t.fit_frozen_backbone(model, &train, None),
+                _ => t.fit(model, &train, None),
             }
             .expect("training runs");
             B::sync(device).expect("device sync");

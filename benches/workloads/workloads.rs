@@ -8,8 +8,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::backend::AutodiffBackend;
 use burn_transfer::distill::DistillStudent;
-use burn_transfer::finetune::{FineTuneSession, Objective};
+use burn_transfer::finetune::FineTuneSession;
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
+use burn_transfer::objective::StepOutput;
 use burn_transfer::prelude::*;
 
 pub const B_MLP: usize = 256;
@@ -162,7 +163,7 @@ fn distill_step<B: AutodiffBackend>(cached: bool, device: &B::Device) -> Option<
                     DistillTargets::new(logits, teacher_logits).with_labels(b.targets.clone()),
                     1,
                 )?;
-                Ok(Objective::new(out.total, 0, B_MLP))
+                Ok(StepOutput::new(out.total, 0, B_MLP))
             })
             .expect("step runs")
             .loss

@@ -98,7 +98,7 @@ where
     let started = Instant::now();
     let model = TransferModel::new(Frozen::new(body.clone()), head()?)?;
     let probed = tuner(budget.head_only, budget.head_epochs)
-        .fit_frozen_backbone_without_validation(model, train)?
+        .fit_frozen_backbone(model, train, None)?
         .model;
     let probe_seconds = started.elapsed().as_secs_f64();
     runs.push((evaluate(&probed.valid(), test)?.accuracy, probe_seconds));
@@ -112,7 +112,7 @@ where
     let (body_rate, head_rate) = budget.fine_tune;
     let model = tuner(body_rate, budget.epochs)
         .group("head", head_rate)?
-        .fit_without_validation(model, train)?
+        .fit(model, train, None)?
         .model;
     runs.push((
         evaluate(&model.valid(), test)?.accuracy,
@@ -124,7 +124,7 @@ where
     B::seed(&device, budget.seed);
     let model = TransferModel::new(scratch()?, head()?)?;
     let model = tuner(budget.scratch, budget.epochs)
-        .fit_without_validation(model, train)?
+        .fit(model, train, None)?
         .model;
     runs.push((
         evaluate(&model.valid(), test)?.accuracy,

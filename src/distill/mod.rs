@@ -40,58 +40,45 @@
 //! ```
 
 mod cache;
+mod generated;
 pub mod init;
+mod learner;
+mod modes;
 mod student;
 
 pub use cache::{CachedBatches, TeacherCache};
+pub use generated::{StudentContinues, TeacherContinues};
+pub use learner::LearnerDistillation;
+pub use modes::{DistillBatch, Unlabelled};
 pub use student::DistillStudent;
 
-use crate::error::{Result, TransferError};
-use crate::finetune::fit::{TrainTotals, ValidBatch};
-use crate::finetune::session::{check_batch, guarded_forward};
-use crate::finetune::{FineTuner, FitOutcome, Objective};
+use crate::error::Result;
+use crate::finetune::{FineTuner, FitOutcome};
 use crate::freeze::ToInner;
-use crate::loss::{DistillLossConfig, DistillTargets};
+use crate::loss::DistillLossConfig;
+use crate::objective::{Objective, StepAt, StepOutput};
 use crate::task::{BatchSource, ClassificationBatch, Classifier};
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleDisplay};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use core::marker::PhantomData;
 
 /// Teaches students from a frozen teacher `T` (a module on `B::InnerBackend`), with the
 /// training options of a [`FineTuner`] (optimizer, schedule, groups, clipping,
 /// accumulation, early stopping, checkpoints, progress, history).
 ///
-/// Modes: live teacher on labelled data ([`Distiller::fit`]), live teacher on unlabelled
-/// data, soft targets only ([`Distiller::fit_unlabelled`]), and cached teacher outputs
-/// ([`Distiller::cache_teacher`] + [`Distiller::fit_cached`]). Each loss term is logged per
-/// epoch in the history (`terms`).
+/// One entry point, [`Distiller::fit`]; the batches it is given pick the mode
+/// ([`DistillBatch`]): labelled classification batches (live teacher, `α·KD + (1-α)·CE`),
+/// [`Unlabelled`] inputs (soft targets only), batches paired with cached teacher logits
+/// ([`Distiller::cache_teacher`] + [`TeacherCache::attach`]), and for causal language models
+/// token batches (token-level KD), prompts the teacher continues ([`TeacherContinues`]:
+/// sequence-level KD) and prompts the student continues ([`StudentContinues`]: on-policy
+/// KD, TRL's GKD). Each loss term is logged per epoch in the history (`terms`).
 #[derive(Clone, Debug)]
 pub struct Distiller<B: AutodiffBackend, T> {
     teacher: T,
     loss: DistillLossConfig,
     tuner: FineTuner<B>,
-}
-
-/// A distillation batch: inputs, labels when there are any, and the teacher's logits when
-/// they were cached.
-struct DistillItem<B: AutodiffBackend, X> {
-    inputs: X,
-    labels: Option<Tensor<B, 1, Int>>,
-    cached: Option<Tensor<B::InnerBackend, 2>>,
-}
-
-impl<B: AutodiffBackend, X> DistillItem<B, X> {
-    fn labelled(
-        inputs: X,
-        labels: Tensor<B, 1, Int>,
-        cached: Option<Tensor<B::InnerBackend, 2>>,
-    ) -> Self {
-        Self {
-            inputs,
-            labels: Some(labels),
-            cached,
-        }
-    }
 }
 
 impl<B, T> Distiller<B, T>
@@ -148,89 +135,24 @@ where
         }
     }
 
-    /// Distils on labelled data with a live teacher: `α·KD + (1-α)·CE` plus the configured
-    /// terms. Validation (student, inference mode) as in [`FineTuner::fit`].
-    pub fn fit<S, Tr, V>(&self, student: S, train: &Tr, valid: &V) -> Result<FitOutcome<S>>
-    where
-        S: AutodiffModule<B> + Classifier<B>,
-        S::Input: ToInner<B> + Clone,
-        S::InnerModule: Classifier<B::InnerBackend>,
-        T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
-        Tr: BatchSource<ClassificationBatch<B, S::Input>> + ?Sized,
-        V: BatchSource<ValidBatch<B, S>> + ?Sized,
-    {
-        self.run(student, valid, || {
-            Box::new(
-                train.epoch().map(|(b, fraction)| {
-                    (DistillItem::labelled(b.inputs, b.targets, None), fraction)
-                }),
-            )
-        })
-    }
-
-    /// Distils on unlabelled inputs (soft targets only: no labels anywhere). The epoch's
-    /// `train_accuracy` is then the student's top-1 agreement with the teacher.
-    pub fn fit_unlabelled<S, Tr, V>(
+    /// Distils the teacher into `student` on `train`, in the mode its batches pick (see
+    /// [`DistillBatch`]), validating the student after every epoch on `valid` when given
+    /// (without it, the monitor must be [`Monitor::TrainLoss`](crate::finetune::Monitor)).
+    ///
+    /// A loss configuration the mode cannot feed (a hidden-state term for a logits-only
+    /// mode) is an error before any step runs.
+    pub fn fit<S, D>(
         &self,
         student: S,
-        train: &Tr,
-        valid: &V,
+        train: &dyn BatchSource<D>,
+        valid: Option<&dyn BatchSource<D::Valid>>,
     ) -> Result<FitOutcome<S>>
     where
-        S: AutodiffModule<B> + Classifier<B>,
-        S::Input: ToInner<B> + Clone,
-        S::InnerModule: Classifier<B::InnerBackend>,
-        T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
-        Tr: BatchSource<S::Input> + ?Sized,
-        V: BatchSource<ValidBatch<B, S>> + ?Sized,
+        S: AutodiffModule<B> + ModuleDisplay,
+        S::InnerModule: ModuleDisplay,
+        D: DistillBatch<B, S, T>,
     {
-        self.run(student, valid, || {
-            Box::new(train.epoch().map(|(inputs, fraction)| {
-                let item = DistillItem {
-                    inputs,
-                    labels: None,
-                    cached: None,
-                };
-                (item, fraction)
-            }))
-        })
-    }
-
-    /// Distils on labelled batches paired with cached teacher logits
-    /// ([`TeacherCache::attach`]): the teacher does not run during training.
-    pub fn fit_cached<S, V>(
-        &self,
-        student: S,
-        train: &CachedBatches<ClassificationBatch<B, S::Input>, B::InnerBackend>,
-        valid: &V,
-    ) -> Result<FitOutcome<S>>
-    where
-        S: AutodiffModule<B> + Classifier<B>,
-        S::Input: ToInner<B> + Clone,
-        S::InnerModule: Classifier<B::InnerBackend>,
-        T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
-        V: BatchSource<ValidBatch<B, S>> + ?Sized,
-    {
-        self.run(student, valid, || {
-            Box::new(train.epoch().map(|((b, logits), fraction)| {
-                (
-                    DistillItem::labelled(b.inputs, b.targets, Some(logits)),
-                    fraction,
-                )
-            }))
-        })
-    }
-
-    /// The shared loop over the items `epoch` yields for each epoch.
-    fn run<'a, S, V, E>(&self, student: S, valid: &V, epoch: E) -> Result<FitOutcome<S>>
-    where
-        S: AutodiffModule<B> + Classifier<B>,
-        S::Input: ToInner<B> + Clone,
-        S::InnerModule: Classifier<B::InnerBackend>,
-        T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
-        V: BatchSource<ValidBatch<B, S>> + ?Sized,
-        E: Fn() -> Box<dyn Iterator<Item = (DistillItem<B, S::Input>, f64)> + 'a>,
-    {
+        D::check_config(&self.loss)?;
         if let Some(dir) = &self.tuner.checkpoint_dir {
             self.loss.save_to_run_dir(dir)?;
         }
@@ -239,76 +161,47 @@ where
             student,
             loss: self.loss.init(&device)?,
         };
-        let session = self.tuner.session(pair)?;
-        let outcome = self.tuner.drive(
-            session,
-            true,
-            |session, bar| {
-                let mut totals = TrainTotals::default();
-                let epoch_no = session.epoch();
-                for (index, (item, fraction)) in (1..).zip(epoch()) {
-                    let teacher = match item.cached {
-                        Some(logits) => Tensor::from_inner(logits),
-                        None => Tensor::from_inner(guarded_forward(
-                            &self.teacher,
-                            item.inputs.clone().to_inner(),
-                            index,
-                            "teacher's training",
-                        )?),
-                    };
-                    let stats = session.step_with(fraction, |pair| {
-                        let logits =
-                            guarded_forward(&pair.student, item.inputs, index, "training")?;
-                        let count = logits.dims()[0];
-                        same_classes(&logits, &teacher)?;
-                        let (targets, correct) = match item.labels {
-                            Some(labels) => {
-                                let correct = check_batch(&logits, &labels, index)?;
-                                (
-                                    DistillTargets::new(logits, teacher).with_labels(labels),
-                                    correct,
-                                )
-                            }
-                            None => {
-                                let agree = teacher.clone().argmax(1).reshape([count]);
-                                let correct = check_batch(&logits, &agree, index)?;
-                                (DistillTargets::new(logits, teacher), correct)
-                            }
-                        };
-                        let out = pair.loss.forward(targets, epoch_no)?;
-                        Ok(Objective {
-                            loss: out.total,
-                            correct,
-                            count,
-                            terms: out.terms,
-                        })
-                    })?;
-                    totals.add(&stats, fraction, bar);
-                }
-                Ok(totals)
-            },
-            |session| crate::finetune::evaluate(&session.model().student.valid(), valid).map(Some),
-        )?;
+        let objective = TeacherObjective::<T, D> {
+            teacher: &self.teacher,
+            batch: PhantomData,
+        };
+        let outcome = self.tuner.train(pair, &objective, train, valid)?;
         Ok(outcome.map(|pair| pair.student))
     }
 }
 
-/// The student must predict the teacher's classes: checked before the labels, so that the
-/// error names the real cause rather than a label (the teacher's argmax) out of range.
-fn same_classes<B: Backend>(student: &Tensor<B, 2>, teacher: &Tensor<B, 2>) -> Result<()> {
-    let ([s_rows, s_classes], [t_rows, t_classes]) = (student.dims(), teacher.dims());
-    if s_classes != t_classes {
-        return Err(TransferError::WidthMismatch {
-            what: "student logits vs teacher logits (classes)".into(),
-            expected: t_classes,
-            actual: s_classes,
-            hint: "the student's head must predict the teacher's classes: build it with the teacher's class count".into(),
-        });
+/// A [`Distiller`]'s mode `D` as the training loop's [`Objective`] on the student and the
+/// loss's own weights.
+struct TeacherObjective<'a, T, D> {
+    teacher: &'a T,
+    batch: PhantomData<fn(D)>,
+}
+
+impl<B, S, T, D> Objective<B, DistillStudent<B, S>> for TeacherObjective<'_, T, D>
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + ModuleDisplay,
+    S::InnerModule: ModuleDisplay,
+    D: DistillBatch<B, S, T>,
+{
+    type Batch = D;
+    type ValidBatch = D::Valid;
+
+    fn train_step(
+        &self,
+        pair: &DistillStudent<B, S>,
+        batch: D,
+        at: StepAt,
+    ) -> Result<StepOutput<B>> {
+        batch.distill_step(&pair.student, self.teacher, &pair.loss, at)
     }
-    if s_rows != t_rows {
-        return Err(TransferError::BatchShape(format!(
-            "the student gave {s_rows} rows of logits and the teacher {t_rows}; a cached teacher must come from the same batches"
-        )));
+
+    fn valid_step(
+        &self,
+        pair: &DistillStudent<B::InnerBackend, S::InnerModule>,
+        batch: D::Valid,
+        at: StepAt,
+    ) -> Result<StepOutput<B::InnerBackend>> {
+        D::valid_step(batch, &pair.student, at)
     }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 //! again at every step.
 
 use super::FineTuner;
-use super::fit::{FitOutcome, NoData};
+use super::FitOutcome;
 use crate::backbone::Backbone;
 use crate::error::Result;
 use crate::freeze::{Frozen, ToInner};
@@ -53,7 +53,7 @@ pub type HeadOnCache<B, H> = TransferModel<B, CachedFeatures<B>, H>;
 /// Features of every batch of `source`, computed once by `body` on the inner backend.
 fn cache_batches<IB, Bb, X>(
     body: &Bb,
-    source: &(impl BatchSource<ClassificationBatch<IB, X>> + ?Sized),
+    source: &dyn BatchSource<ClassificationBatch<IB, X>>,
 ) -> Vec<ClassificationBatch<IB, Tensor<IB, 2>>>
 where
     IB: Backend,
@@ -65,6 +65,12 @@ where
         .collect()
 }
 
+/// A validation batch for a frozen body `Bb`: its inner input, on the inner backend.
+type InnerBatch<B, Bb> = ClassificationBatch<
+    <B as AutodiffBackend>::InnerBackend,
+    <<Bb as Backbone<B>>::Input as ToInner<B>>::Inner,
+>;
+
 impl<B: AutodiffBackend> FineTuner<B> {
     /// Trains the head of a model whose backbone is [`Frozen`], running the backbone once
     /// per training and validation sample instead of once per sample and epoch.
@@ -75,6 +81,8 @@ impl<B: AutodiffBackend> FineTuner<B> {
     /// [`FineTuner::fit`] would give on the same batches (same head, same steps), at a
     /// fraction of the cost. Use it only for data that is the same every epoch: a source
     /// that augments or reshuffles would have its first epoch reused.
+    ///
+    /// Validation is optional as in [`FineTuner::fit`].
     ///
     /// Checkpoint files written during the run (`checkpoint_dir`) hold the head model
     /// ([`HeadOnCache`], paths `head.…`): the backbone never changes.
@@ -99,15 +107,15 @@ impl<B: AutodiffBackend> FineTuner<B> {
     ///     .epochs(3)
     ///     .learning_rate(1e-2)
     ///     .verbose(false)
-    ///     .fit_frozen_backbone(model, &train, &valid)?;
+    ///     .fit_frozen_backbone(model, &train, Some(&valid))?;
     /// assert_eq!(outcome.history.epochs.len(), 3);
     /// # Ok::<(), burn_transfer::TransferError>(())
     /// ```
-    pub fn fit_frozen_backbone<Bb, H, T, V>(
+    pub fn fit_frozen_backbone<Bb, H>(
         &self,
         model: TransferModel<B, Frozen<Bb>, H>,
-        train: &T,
-        valid: &V,
+        train: &dyn BatchSource<ClassificationBatch<B, Bb::Input>>,
+        valid: Option<&dyn BatchSource<InnerBatch<B, Bb>>>,
     ) -> Result<FitOutcome<TransferModel<B, Frozen<Bb>, H>>>
     where
         Bb: AutodiffModule<B> + Backbone<B>,
@@ -115,46 +123,6 @@ impl<B: AutodiffBackend> FineTuner<B> {
         Bb::InnerModule: Backbone<B::InnerBackend, Input = <Bb::Input as ToInner<B>>::Inner>,
         H: Head<B> + AutodiffModule<B>,
         H::InnerModule: Head<B::InnerBackend>,
-        T: BatchSource<ClassificationBatch<B, Bb::Input>> + ?Sized,
-        V: BatchSource<ClassificationBatch<B::InnerBackend, <Bb::Input as ToInner<B>>::Inner>>
-            + ?Sized,
-    {
-        self.fit_on_cache(model, train, Some(valid))
-    }
-
-    /// Like [`FineTuner::fit_frozen_backbone`] without validation data (the monitor must be
-    /// [`Monitor::TrainLoss`](super::Monitor::TrainLoss)).
-    pub fn fit_frozen_backbone_without_validation<Bb, H, T>(
-        &self,
-        model: TransferModel<B, Frozen<Bb>, H>,
-        train: &T,
-    ) -> Result<FitOutcome<TransferModel<B, Frozen<Bb>, H>>>
-    where
-        Bb: AutodiffModule<B> + Backbone<B>,
-        Bb::Input: ToInner<B>,
-        Bb::InnerModule: Backbone<B::InnerBackend, Input = <Bb::Input as ToInner<B>>::Inner>,
-        H: Head<B> + AutodiffModule<B>,
-        H::InnerModule: Head<B::InnerBackend>,
-        T: BatchSource<ClassificationBatch<B, Bb::Input>> + ?Sized,
-    {
-        self.fit_on_cache::<Bb, H, T, NoData>(model, train, None)
-    }
-
-    fn fit_on_cache<Bb, H, T, V>(
-        &self,
-        model: TransferModel<B, Frozen<Bb>, H>,
-        train: &T,
-        valid: Option<&V>,
-    ) -> Result<FitOutcome<TransferModel<B, Frozen<Bb>, H>>>
-    where
-        Bb: AutodiffModule<B> + Backbone<B>,
-        Bb::Input: ToInner<B>,
-        Bb::InnerModule: Backbone<B::InnerBackend, Input = <Bb::Input as ToInner<B>>::Inner>,
-        H: Head<B> + AutodiffModule<B>,
-        H::InnerModule: Head<B::InnerBackend>,
-        T: BatchSource<ClassificationBatch<B, Bb::Input>> + ?Sized,
-        V: BatchSource<ClassificationBatch<B::InnerBackend, <Bb::Input as ToInner<B>>::Inner>>
-            + ?Sized,
     {
         // Fail on a bad configuration before the (possibly long) caching pass.
         self.validate()?;
@@ -172,10 +140,8 @@ impl<B: AutodiffBackend> FineTuner<B> {
         drop(body);
         let dim = backbone.feature_dim();
         let head_model = TransferModel::new(CachedFeatures::new(dim), head)?;
-        let outcome = match &valid_cache {
-            Some(v) => self.fit_classifier(head_model, &train_cache, Some(v)),
-            None => self.fit_classifier::<_, _, NoData>(head_model, &train_cache, None),
-        }?;
+        let valid_cache = valid_cache.as_ref().map(|v| v as &dyn BatchSource<_>);
+        let outcome = self.fit(head_model, &train_cache, valid_cache)?;
         // The widths were checked when `model` was built; the same head goes back on.
         Ok(outcome.map(|m| TransferModel::from_checked_parts(backbone.clone(), m.into_parts().1)))
     }

@@ -1,14 +1,15 @@
-//! The whole recipe in one call, and the epoch loop that distillation reuses.
+//! The whole recipe in one call: the epoch loop every objective runs in.
 
 use super::FineTuner;
 use super::early_stopping::{BestTracker, Monitor};
 use super::history::{EpochMetrics, History};
 use super::progress::{epoch_bar, epoch_line};
 use super::resume::{RESUME_FILE, ResumeState};
-use super::session::{EvalStats, FineTuneSession, StepStats};
+use super::session::{FineTuneSession, StepStats};
 use crate::checkpoint::{load_model, load_model_bytes, model_to_bytes, save_model};
 use crate::error::{Result, TransferError};
 use crate::freeze::Freeze;
+use crate::objective::{CrossEntropy, EvalStats, Objective, ValidBatch, evaluate_with};
 use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -47,26 +48,9 @@ impl<M> FitOutcome<M> {
     }
 }
 
-type InnerInput<B, M> = <<M as AutodiffModule<B>>::InnerModule as Classifier<
-    <B as AutodiffBackend>::InnerBackend,
->>::Input;
-
-/// Validation batches for model `M`: on the inner backend, with the inner model's input.
-pub type ValidBatch<B, M> =
-    ClassificationBatch<<B as AutodiffBackend>::InnerBackend, InnerInput<B, M>>;
-
-/// Stands for the absent validation source of `fit_without_validation`.
-pub(crate) struct NoData;
-
-impl<T: 'static> BatchSource<T> for NoData {
-    fn epoch(&self) -> Box<dyn Iterator<Item = (T, f64)> + '_> {
-        Box::new(std::iter::empty())
-    }
-}
-
 /// Sums over an epoch's training steps.
 #[derive(Default)]
-pub(crate) struct TrainTotals {
+struct TrainTotals {
     loss_sum: f64,
     correct: usize,
     count: usize,
@@ -77,7 +61,7 @@ pub(crate) struct TrainTotals {
 
 impl TrainTotals {
     /// Adds one step's statistics, updating the progress bar.
-    pub(crate) fn add(&mut self, stats: &StepStats, fraction: f64, bar: &ProgressBar) {
+    fn add(&mut self, stats: &StepStats, fraction: f64, bar: &ProgressBar) {
         let n = stats.count as f64;
         self.loss_sum += stats.loss as f64 * n;
         self.correct += stats.correct;
@@ -93,45 +77,45 @@ impl TrainTotals {
 }
 
 impl<B: AutodiffBackend> FineTuner<B> {
-    /// Trains `model` on `train`, validating on `valid` after every epoch (in inference
-    /// mode, on the inner backend), and returns the last and the best model with the history.
+    /// Trains a classifier with cross-entropy (and the configured label smoothing) on
+    /// `train`, validating on `valid` after every epoch (in inference mode, on the inner
+    /// backend), and returns the last and the best model with the history.
     ///
-    /// With a checkpoint folder, `best.mpk` is written whenever the monitored metric
-    /// improves and `last.mpk` plus `history.{json,csv,svg}` after every epoch. A NaN/Inf
-    /// loss stops the run with an error naming the epoch and step; the files written so far
-    /// stay as they were.
-    pub fn fit<M, T, V>(&self, model: M, train: &T, valid: &V) -> Result<FitOutcome<M>>
-    where
-        M: AutodiffModule<B> + Classifier<B>,
-        M::InnerModule: Classifier<B::InnerBackend>,
-        T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
-        V: BatchSource<ValidBatch<B, M>> + ?Sized,
-    {
-        self.fit_classifier(model, train, Some(valid))
-    }
-
-    /// Like [`FineTuner::fit`] without validation data: the best epoch is judged by the
-    /// training loss (the monitor must be [`Monitor::TrainLoss`]).
-    pub fn fit_without_validation<M, T>(&self, model: M, train: &T) -> Result<FitOutcome<M>>
-    where
-        M: AutodiffModule<B> + Classifier<B>,
-        M::InnerModule: Classifier<B::InnerBackend>,
-        T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
-    {
-        self.fit_classifier::<M, T, NoData>(model, train, None)
-    }
-
-    pub(crate) fn fit_classifier<M, T, V>(
+    /// Without validation data (`None`) the best epoch is judged by the training loss (the
+    /// monitor must be [`Monitor::TrainLoss`]). With a checkpoint folder, `best.mpk` is
+    /// written whenever the monitored metric improves and `last.mpk` plus
+    /// `history.{json,csv,svg}` after every epoch. A NaN/Inf loss stops the run with an
+    /// error naming the epoch and step; the files written so far stay as they were.
+    pub fn fit<M>(
         &self,
         model: M,
-        train: &T,
-        valid: Option<&V>,
+        train: &dyn BatchSource<ClassificationBatch<B, M::Input>>,
+        valid: Option<&dyn BatchSource<ValidBatch<B, M>>>,
     ) -> Result<FitOutcome<M>>
     where
         M: AutodiffModule<B> + Classifier<B>,
         M::InnerModule: Classifier<B::InnerBackend>,
-        T: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
-        V: BatchSource<ValidBatch<B, M>> + ?Sized,
+    {
+        let objective = CrossEntropy {
+            smoothing: self.label_smoothing,
+        };
+        self.train(model, &objective, train, valid)
+    }
+
+    /// Trains `model` on any [`Objective`]: the loop of [`FineTuner::fit`] (schedules,
+    /// groups, clipping, accumulation, validation, early stopping, checkpoints, resume,
+    /// history) with the objective's loss. Validation (`valid`, optional as in `fit`) runs
+    /// the objective's validation step on the inference-mode model after every epoch.
+    pub fn train<M, O>(
+        &self,
+        model: M,
+        objective: &O,
+        train: &dyn BatchSource<O::Batch>,
+        valid: Option<&dyn BatchSource<O::ValidBatch>>,
+    ) -> Result<FitOutcome<M>>
+    where
+        M: AutodiffModule<B>,
+        O: Objective<B, M> + ?Sized,
     {
         let session = self.session(model)?;
         self.drive(
@@ -140,12 +124,23 @@ impl<B: AutodiffBackend> FineTuner<B> {
             |session, bar| {
                 let mut totals = TrainTotals::default();
                 for (batch, fraction) in train.epoch() {
-                    let stats = session.train_step(batch, fraction)?;
+                    let stats = session.step(objective, batch, fraction)?;
                     totals.add(&stats, fraction, bar);
                 }
                 Ok(totals)
             },
-            |session| valid.map(|v| session.evaluate(v)).transpose(),
+            |session| {
+                valid
+                    .map(|v| {
+                        evaluate_with::<B, M, O>(
+                            objective,
+                            &session.model().valid(),
+                            v,
+                            session.epoch(),
+                        )
+                    })
+                    .transpose()
+            },
         )
     }
 
@@ -157,10 +152,9 @@ impl<B: AutodiffBackend> FineTuner<B> {
         }
     }
 
-    /// The epoch loop shared by fine-tuning and distillation: unfreeze schedule, progress,
-    /// training (`train_epoch`), validation (`validate`), history, best tracking,
-    /// checkpoints and early stopping.
-    pub(crate) fn drive<M, TE, VE>(
+    /// The epoch loop: unfreeze schedule, progress, training (`train_epoch`), validation
+    /// (`validate`), history, best tracking, checkpoints and early stopping.
+    fn drive<M, TE, VE>(
         &self,
         mut session: FineTuneSession<B, M>,
         has_validation: bool,

@@ -18,29 +18,30 @@
 //!     .clip_grad_norm(1.0)
 //!     .early_stopping(EarlyStopping::new(Monitor::ValidLoss).with_patience(3))
 //!     .checkpoint_dir("runs/digits")
-//!     .fit(model, &train, &valid)?;
+//!     .fit(model, &train, Some(&valid))?;
 //! println!("best epoch {:?}", outcome.best_epoch);
 //! # Ok::<(), burn_transfer::TransferError>(())
 //! ```
 
 mod early_stopping;
 mod feature_cache;
-pub(crate) mod fit;
+mod fit;
 mod history;
 mod optim;
 mod progress;
 pub mod resume;
 mod schedule;
-pub(crate) mod session;
+mod session;
 
+pub use crate::objective::{EvalStats, ValidBatch, evaluate};
 pub use early_stopping::{BestTracker, EarlyStopping, Monitor, Observation};
 pub use feature_cache::{CachedFeatures, HeadOnCache};
-pub use fit::{FitOutcome, ValidBatch};
+pub use fit::FitOutcome;
 pub use history::{EpochMetrics, History};
 pub use optim::{LrGroup, OptimizerKind};
 pub use resume::{RESUME_FILE, ResumeState};
 pub use schedule::LrSchedule;
-pub use session::{EvalStats, FineTuneSession, Objective, StepStats, evaluate};
+pub use session::{FineTuneSession, StepStats};
 
 use crate::error::{Result, TransferError};
 use crate::freeze::{IntoSelector, UnfreezeSchedule};

@@ -4,35 +4,14 @@ use super::optim::GroupedOptimizer;
 use super::{FineTuner, LrSchedule};
 use crate::error::{Result, TransferError};
 use crate::freeze::UnfreezeSchedule;
+use crate::objective::classification::classification_step;
+use crate::objective::{
+    CrossEntropy, EvalStats, Objective, StepAt, StepOutput, ValidBatch, evaluate_with,
+};
 use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::AutodiffModule;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-
-/// What an objective computed for one batch: the loss to minimise and what to log.
-pub struct Objective<B: Backend> {
-    /// The loss (mean over the batch).
-    pub loss: Tensor<B, 1>,
-    /// Correct predictions in the batch (0 when the objective has no notion of it).
-    pub correct: usize,
-    /// Samples in the batch.
-    pub count: usize,
-    /// Named parts of the loss, logged per epoch (e.g. `kd`, `ce`).
-    pub terms: Vec<(&'static str, Tensor<B, 1>)>,
-}
-
-impl<B: Backend> Objective<B> {
-    /// A loss with its accuracy counts and no named parts.
-    pub fn new(loss: Tensor<B, 1>, correct: usize, count: usize) -> Self {
-        Self {
-            loss,
-            correct,
-            count,
-            terms: Vec::new(),
-        }
-    }
-}
 
 /// What one training step did.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,17 +39,6 @@ fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Loss and accuracy over a data set.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct EvalStats {
-    /// Mean cross-entropy per sample.
-    pub loss: f64,
-    /// Share of correct predictions.
-    pub accuracy: f64,
-    /// Number of samples.
-    pub count: usize,
 }
 
 /// A model being fine-tuned with its optimizer state: the building block of
@@ -171,18 +139,38 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> FineTuneSession<B, M> {
         Ok(changed)
     }
 
-    /// One step on any objective: `objective` computes the batch's loss from the model;
-    /// then backward, and (every `accumulate` batches) an optimizer step.
+    /// One step of `objective` on `batch`: its loss, backward, and (every `accumulate`
+    /// batches) an optimizer step.
     ///
     /// `epoch_fraction` is the share of the epoch done after this batch (in `(0, 1]`); it
     /// drives the learning-rate schedule. A NaN/Inf loss is an error and changes nothing.
+    pub fn step<O>(
+        &mut self,
+        objective: &O,
+        batch: O::Batch,
+        epoch_fraction: f64,
+    ) -> Result<StepStats>
+    where
+        O: Objective<B, M> + ?Sized,
+    {
+        let at = StepAt {
+            epoch: self.epoch,
+            batch: self.batch_index + 1,
+        };
+        self.step_with(epoch_fraction, |model| {
+            objective.train_step(model, batch, at)
+        })
+    }
+
+    /// One step on a loss computed by a closure from the model (the same as
+    /// [`FineTuneSession::step`] without an [`Objective`] type).
     pub fn step_with<F>(&mut self, epoch_fraction: f64, objective: F) -> Result<StepStats>
     where
-        F: FnOnce(&M) -> Result<Objective<B>>,
+        F: FnOnce(&M) -> Result<StepOutput<B>>,
     {
         self.batch_index += 1;
         let model = self.model.as_ref().expect("model present between steps");
-        let Objective {
+        let StepOutput {
             loss,
             correct,
             count,
@@ -331,142 +319,33 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> FineTuneSession<B, M> {
 impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> FineTuneSession<B, M> {
     /// Cross-entropy (with the configured label smoothing) on a labelled batch: forward,
     /// backward, and (every `accumulate` batches) an optimizer step. See
-    /// [`FineTuneSession::step_with`].
+    /// [`FineTuneSession::step`] (this is [`CrossEntropy`]'s training step).
     pub fn train_step(
         &mut self,
         batch: ClassificationBatch<B, M::Input>,
         epoch_fraction: f64,
     ) -> Result<StepStats> {
         let smoothing = self.smoothing;
-        let index = self.batch_index + 1;
+        let at = StepAt {
+            epoch: self.epoch,
+            batch: self.batch_index + 1,
+        };
         self.step_with(epoch_fraction, |model| {
-            let logits = guarded_logits(model, batch.inputs, &batch.targets, index, "training")?;
-            let correct = check_batch(&logits, &batch.targets, index)?;
-            let count = logits.dims()[0];
-            let loss = CrossEntropyLossConfig::new()
-                .with_smoothing(smoothing)
-                .init(&logits.device())
-                .forward(logits, batch.targets);
-            Ok(Objective::new(loss, correct, count))
+            classification_step(model, batch, smoothing, at, "training")
         })
     }
 
     /// Loss and accuracy of the current model in inference mode (inner backend: no graph,
     /// dropout off, BatchNorm on running statistics).
-    pub fn evaluate<S>(&self, data: &S) -> Result<EvalStats>
+    pub fn evaluate(&self, data: &dyn BatchSource<ValidBatch<B, M>>) -> Result<EvalStats>
     where
         M::InnerModule: Classifier<B::InnerBackend>,
-        S: BatchSource<
-                ClassificationBatch<
-                    B::InnerBackend,
-                    <M::InnerModule as Classifier<B::InnerBackend>>::Input,
-                >,
-            > + ?Sized,
     {
-        evaluate(&self.model().valid(), data)
+        evaluate_with::<B, M, _>(
+            &CrossEntropy::new(),
+            &self.model().valid(),
+            data,
+            self.epoch,
+        )
     }
-}
-
-/// Loss (plain cross-entropy) and accuracy of a model over a data source, for any backend:
-/// pass `model.valid()` and inner-backend batches to measure in inference mode.
-pub fn evaluate<B, M, S>(model: &M, data: &S) -> Result<EvalStats>
-where
-    B: Backend,
-    M: Classifier<B>,
-    S: BatchSource<ClassificationBatch<B, M::Input>> + ?Sized,
-{
-    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
-    for (i, (batch, _)) in data.epoch().enumerate() {
-        let logits = guarded_logits(model, batch.inputs, &batch.targets, i + 1, "validation")?;
-        correct += check_batch(&logits, &batch.targets, i + 1)?;
-        let n = logits.dims()[0];
-        let loss: f32 = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits, batch.targets)
-            .into_scalar()
-            .elem();
-        loss_sum += loss as f64 * n as f64;
-        count += n;
-    }
-    if count == 0 {
-        return Err(TransferError::EmptyData {
-            split: "validation".into(),
-        });
-    }
-    Ok(EvalStats {
-        loss: loss_sum / count as f64,
-        accuracy: correct as f64 / count as f64,
-        count,
-    })
-}
-
-/// Checks shapes and label range, and counts correct predictions.
-/// The model's logits for a batch, with the two ways a batch can fail inside burn turned
-/// into errors that name the batch: no rows at all (burn's reductions unwrap on empty
-/// tensors), and inputs the model cannot take (another feature width, rank or length:
-/// burn asserts on shapes). The model's own [`Classifier::check_input`] runs first, for a
-/// precise message; a panic inside the forward is the fallback, caught and not printed.
-pub(crate) fn guarded_logits<B: Backend, M: Classifier<B>>(
-    model: &M,
-    inputs: M::Input,
-    targets: &Tensor<B, 1, Int>,
-    batch: usize,
-    split: &str,
-) -> Result<Tensor<B, 2>> {
-    if targets.dims()[0] == 0 {
-        return Err(TransferError::BatchShape(format!(
-            "{split} batch {batch} has no rows; a data source must not yield empty batches (check the batcher's filtering and the data set length)"
-        )));
-    }
-    guarded_forward(model, inputs, batch, split)
-}
-
-/// The model's logits for a batch: its [`Classifier::check_input`], then the forward with a
-/// panic inside burn caught (and not printed) as an error naming the batch.
-pub(crate) fn guarded_forward<B: Backend, M: Classifier<B>>(
-    model: &M,
-    inputs: M::Input,
-    batch: usize,
-    split: &str,
-) -> Result<Tensor<B, 2>> {
-    model.check_input(&inputs).map_err(|e| match e {
-        TransferError::BatchShape(why) => {
-            TransferError::BatchShape(format!("{split} batch {batch}: {why}"))
-        }
-        other => other,
-    })?;
-    crate::guard::quietly(|| model.logits(inputs)).map_err(|panic| {
-        TransferError::BatchShape(format!(
-            "{split} batch {batch} does not fit the model ({panic}); check the inputs' shape against the model's input (feature width, image size, sequence length)"
-        ))
-    })
-}
-
-pub(crate) fn check_batch<B: Backend>(
-    logits: &Tensor<B, 2>,
-    targets: &Tensor<B, 1, Int>,
-    batch: usize,
-) -> Result<usize> {
-    let [rows, classes] = logits.dims();
-    let [n] = targets.dims();
-    if rows != n {
-        return Err(TransferError::BatchShape(format!(
-            "batch {batch}: the model gave {rows} rows of logits for {n} labels; inputs and targets must have the same batch size"
-        )));
-    }
-    let labels = targets.to_data();
-    let predictions = logits.clone().argmax(1).to_data();
-    let mut correct = 0;
-    for (label, pred) in labels.iter::<i64>().zip(predictions.iter::<i64>()) {
-        if label < 0 || label as usize >= classes {
-            return Err(TransferError::LabelOutOfRange {
-                label,
-                batch,
-                num_classes: classes,
-                max: classes.saturating_sub(1),
-            });
-        }
-        correct += usize::from(label == pred);
-    }
-    Ok(correct)
 }

@@ -75,6 +75,10 @@ pub struct DistillLossConfig {
     pub attention_weight: f64,
     /// Decoupled KD (needs labels).
     pub dkd: Option<DkdWeights>,
+    /// β of on-policy distillation's generalized Jensen–Shannon divergence (TRL's GKD): 0 is
+    /// the forward KL, 1 the reverse; `None` takes TRL's default 0.5.
+    #[serde(default)]
+    pub gkd_beta: Option<f64>,
 }
 
 impl burn::config::Config for DistillLossConfig {}
@@ -101,6 +105,7 @@ impl DistillLossConfig {
             hint: None,
             attention_weight: 0.0,
             dkd: None,
+            gkd_beta: None,
         }
     }
 
@@ -161,6 +166,13 @@ impl DistillLossConfig {
         self
     }
 
+    /// Sets β of on-policy distillation's generalized Jensen–Shannon divergence (in
+    /// `[0, 1]`: 0 = forward KL, 1 = reverse KL).
+    pub fn with_gkd_beta(mut self, beta: f64) -> Self {
+        self.gkd_beta = Some(beta);
+        self
+    }
+
     /// Writes this configuration to [`DISTILL_LOSS_FILE`] in `dir`, atomically.
     pub fn save_to_run_dir(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
         let path = dir.as_ref().join(DISTILL_LOSS_FILE);
@@ -181,6 +193,34 @@ impl DistillLossConfig {
             path: path.clone(),
             reason: format!("not a DistillLossConfig: {e}"),
         })
+    }
+
+    /// The active terms that need hidden states or activation maps (`cosine`, `hint`,
+    /// `attention`): what a mode that gives logits only cannot feed.
+    pub fn feature_terms(&self) -> Vec<&'static str> {
+        let mut terms = Vec::new();
+        if self.cosine_weight > 0.0 {
+            terms.push("cosine");
+        }
+        if self.hint.is_some() {
+            terms.push("hint");
+        }
+        if self.attention_weight > 0.0 {
+            terms.push("attention");
+        }
+        terms
+    }
+
+    /// The active terms defined for classification logits only (`mse`, `dkd`).
+    pub fn classification_only_terms(&self) -> Vec<&'static str> {
+        let mut terms = Vec::new();
+        if self.mse_weight > 0.0 {
+            terms.push("mse");
+        }
+        if self.dkd.is_some() {
+            terms.push("dkd");
+        }
+        terms
     }
 
     /// Checks every value; `init` calls it.
@@ -219,6 +259,13 @@ impl DistillLossConfig {
                     "weights must be finite and ≥ 0",
                 ));
             }
+        }
+        if let Some(beta) = self.gkd_beta.filter(|b| !(0.0..=1.0).contains(b)) {
+            return Err(TransferError::config(
+                "gkd_beta",
+                beta,
+                "β must lie in [0, 1] (0 = forward KL, 1 = reverse KL; TRL's default 0.5)",
+            ));
         }
         if let Some(HintConfig {
             student_dim: s,
@@ -552,6 +599,40 @@ impl<B: Backend> DistillLoss<B> {
         Ok(DistillLossOutput {
             total: kd.clone() + ce.clone(),
             terms: vec![("kd", kd), ("ce", ce)],
+        })
+    }
+}
+
+impl<B: Backend> DistillLoss<B> {
+    /// On-policy distillation's loss (TRL's GKD): the generalized Jensen–Shannon divergence
+    /// between student and teacher token distributions at temperature `T`, with the
+    /// configured β (default 0.5), averaged over the positions whose `attention_mask` is 1.
+    /// Logits `[batch, seq, vocab]`; mask `[batch, seq]`.
+    pub fn forward_gkd(
+        &self,
+        student: Tensor<B, 3>,
+        teacher: Tensor<B, 3>,
+        attention_mask: Tensor<B, 2, Int>,
+        epoch: usize,
+    ) -> Result<DistillLossOutput<B>> {
+        same_shape(
+            "token logits: student vs teacher",
+            &student.dims(),
+            &teacher.dims(),
+        )?;
+        let [batch, seq, _] = student.dims();
+        same_shape(
+            "attention mask vs logits [batch, seq]",
+            &attention_mask.dims(),
+            &[batch, seq],
+        )?;
+        let t = self.config.temperature.at(epoch);
+        let beta = self.config.gkd_beta.unwrap_or(0.5);
+        let jsd =
+            functional::generalized_jsd_tokens(student, teacher, Some(attention_mask), beta, t);
+        Ok(DistillLossOutput {
+            total: jsd.clone(),
+            terms: vec![("gkd", jsd)],
         })
     }
 }

@@ -19,6 +19,14 @@ pub enum ParamSchedule {
 }
 
 impl ParamSchedule {
+    /// Whether the value is the same at every epoch.
+    pub fn is_constant(&self) -> bool {
+        match *self {
+            ParamSchedule::Constant(_) => true,
+            ParamSchedule::Linear { start, end, epochs } => start == end || epochs <= 1,
+        }
+    }
+
     /// The value at `epoch` (1-based; 0 is treated as 1).
     pub fn at(&self, epoch: usize) -> f64 {
         match *self {

@@ -126,7 +126,7 @@ fn a_run_folder_rebuilds_the_trainer_that_wrote_it() {
         .fit(
             mlp_model().freeze_matching("backbone").unwrap(),
             &train,
-            &valid,
+            Some(&valid),
         )
         .unwrap();
     assert!(dir.path().join(RUN_CONFIG_FILE).is_file());
@@ -154,7 +154,7 @@ fn a_distillation_run_folder_holds_its_loss() {
     let valid = batches::<Inner>(1, 8, 8, 4);
     Distiller::new(teacher, loss.clone(), tuner)
         .unwrap()
-        .fit(mlp_model(), &train, &valid)
+        .fit(mlp_model(), &train, Some(&valid))
         .unwrap();
     assert!(dir.path().join(DISTILL_LOSS_FILE).is_file());
     assert_eq!(DistillLossConfig::from_run_dir(dir.path()).unwrap(), loss);

@@ -5,7 +5,9 @@ use burn_transfer::prelude::*;
 
 fn fit_err(tuner: FineTuner<B>, train: &Vec<Batch<B>>) -> TransferError {
     let valid = batches::<Inner>(1, 8, 8, 4);
-    quiet(tuner).fit(mlp_model(), train, &valid).unwrap_err()
+    quiet(tuner)
+        .fit(mlp_model(), train, Some(&valid))
+        .unwrap_err()
 }
 
 #[test]
@@ -110,7 +112,7 @@ fn selector_that_matches_nothing_lists_the_paths() {
 fn validation_monitor_without_validation_data_is_refused() {
     let train = batches::<B>(1, 8, 8, 4);
     let err = quiet(FineTuner::new())
-        .fit_without_validation(mlp_model(), &train)
+        .fit(mlp_model(), &train, None)
         .unwrap_err();
     assert!(err.to_string().contains("TrainLoss"), "{err}");
 }

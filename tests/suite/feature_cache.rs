@@ -48,9 +48,9 @@ fn cached_features_train_the_same_head_as_recomputing_the_body() {
     let body = Frozen::new(MlpBackbone::<Ad>::new(&[8, 16, 16], &d).unwrap());
     let model = TransferModel::with_linear_head(body, 4, &d).unwrap();
     let (train, valid) = data();
-    let plain = tuner().fit(model.clone(), &train, &valid).unwrap();
+    let plain = tuner().fit(model.clone(), &train, Some(&valid)).unwrap();
     let cached = tuner()
-        .fit_frozen_backbone(model.clone(), &train, &valid)
+        .fit_frozen_backbone(model.clone(), &train, Some(&valid))
         .unwrap();
     let tol = burn::tensor::Tolerance::<f32>::rel_abs(1e-5, 1e-6);
     for (a, b) in [
@@ -80,7 +80,7 @@ fn cached_features_train_the_same_head_as_recomputing_the_body() {
     // Without validation data too.
     let no_valid = tuner()
         .monitor(Monitor::TrainLoss)
-        .fit_frozen_backbone_without_validation(model, &train)
+        .fit_frozen_backbone(model, &train, None)
         .unwrap();
     assert_eq!(no_valid.history.epochs.len(), 3);
     assert!(no_valid.history.epochs[0].valid_loss.is_none());
@@ -96,12 +96,12 @@ fn the_frozen_body_runs_once_per_sample() {
     let (train, valid) = data();
     // 40 training and 10 validation samples, 3 epochs.
     SEEN.store(0, Ordering::SeqCst);
-    tuner().fit(model.clone(), &train, &valid).unwrap();
+    tuner().fit(model.clone(), &train, Some(&valid)).unwrap();
     assert_eq!(SEEN.load(Ordering::SeqCst), 3 * (40 + 10));
 
     SEEN.store(0, Ordering::SeqCst);
     tuner()
-        .fit_frozen_backbone(model.clone(), &train, &valid)
+        .fit_frozen_backbone(model.clone(), &train, Some(&valid))
         .unwrap();
     assert_eq!(SEEN.load(Ordering::SeqCst), 40 + 10);
 
@@ -109,7 +109,7 @@ fn the_frozen_body_runs_once_per_sample() {
     SEEN.store(0, Ordering::SeqCst);
     let err = tuner()
         .epochs(0)
-        .fit_frozen_backbone(model, &train, &valid)
+        .fit_frozen_backbone(model, &train, Some(&valid))
         .unwrap_err();
     assert!(err.to_string().contains("epochs"), "{err}");
     assert_eq!(SEEN.load(Ordering::SeqCst), 0);

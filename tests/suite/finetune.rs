@@ -135,7 +135,7 @@ fn early_stopping_stops_at_the_expected_epoch() {
                 .with_patience(2)
                 .with_min_delta(1.0),
         )
-        .fit(mlp_model(), &train, &valid)
+        .fit(mlp_model(), &train, Some(&valid))
         .unwrap();
     assert!(outcome.stopped_early);
     assert_eq!(outcome.history.epochs.len(), 3);
@@ -149,7 +149,7 @@ fn best_checkpoint_reloads_to_the_same_validation_score() {
     let valid = batches::<Inner>(2, 32, 8, 4);
     let outcome = quiet(FineTuner::<B>::new().learning_rate(5e-3).epochs(6))
         .checkpoint_dir(dir.path())
-        .fit(mlp_model(), &train, &valid)
+        .fit(mlp_model(), &train, Some(&valid))
         .unwrap();
     for f in [
         "best.mpk",
@@ -211,7 +211,7 @@ fn nan_loss_stops_with_the_step_named_and_the_best_checkpoint_intact() {
     let valid = batches::<Inner>(1, 16, 8, 4);
     let err = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(3))
         .checkpoint_dir(dir.path())
-        .fit(linear_model(), &train, &valid)
+        .fit(linear_model(), &train, Some(&valid))
         .unwrap_err();
     assert!(
         matches!(
@@ -255,7 +255,7 @@ fn fit_takes_burn_data_loaders_and_an_mlp_head() {
         .build(InMemDataset::new(items(2)));
     let outcome = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(3))
         .schedule(LrSchedule::Linear { warmup: 0.2 })
-        .fit(model, &train, &valid)
+        .fit(model, &train, Some(&valid))
         .unwrap();
     assert_eq!(outcome.history.epochs.len(), 3);
     assert_eq!(
@@ -280,7 +280,7 @@ fn training_improves_on_a_learnable_task() {
             warmup: 0.1,
             min_factor: 0.0,
         })
-        .fit(mlp_model(), &train, &valid)
+        .fit(mlp_model(), &train, Some(&valid))
         .unwrap();
     let first = &outcome.history.epochs[0];
     let last = outcome.history.epochs.last().unwrap();
@@ -315,7 +315,7 @@ fn the_best_model_keeps_its_own_batchnorm_statistics() {
         .fit(
             model,
             &batches::<B>(3, 16, 8, 4),
-            &batches::<Inner>(1, 16, 8, 4),
+            Some(&batches::<Inner>(1, 16, 8, 4)),
         )
         .unwrap();
     assert_eq!(outcome.best_epoch, 1);

@@ -47,7 +47,7 @@ fn frozen_wrapper_keeps_batchnorm_statistics_and_gets_no_gradient() {
             .epochs(2)
             .monitor(Monitor::TrainLoss),
     )
-    .fit_without_validation(model, &train)
+    .fit(model, &train, None)
     .unwrap();
     let (frozen, _) = outcome.model.into_parts();
     let body = frozen.into_inner();
@@ -65,7 +65,7 @@ fn frozen_wrapper_keeps_batchnorm_statistics_and_gets_no_gradient() {
             .epochs(1)
             .monitor(Monitor::TrainLoss),
     )
-    .fit_without_validation(model, &train)
+    .fit(model, &train, None)
     .unwrap();
     assert_ne!(
         outcome
@@ -127,7 +127,7 @@ fn gradual_unfreezing_applies_at_the_scheduled_epochs() {
             .monitor(Monitor::TrainLoss),
     )
     .unfreeze_schedule(schedule.clone())
-    .fit_without_validation(model, &train)
+    .fit(model, &train, None)
     .unwrap();
     let trainable: Vec<usize> = outcome
         .history

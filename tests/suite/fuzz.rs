@@ -114,7 +114,7 @@ fn damaged_files_load_as_errors_or_identically() {
         .fit(
             model(),
             &batches::<B>(2, 8, 8, 4),
-            &batches::<Inner>(1, 8, 8, 4),
+            Some(&batches::<Inner>(1, 8, 8, 4)),
         )
         .unwrap();
     let resume = run.join(RESUME_FILE);

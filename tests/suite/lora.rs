@@ -91,7 +91,7 @@ fn only_lora_factors_and_unfrozen_head_train() {
             .epochs(2)
             .monitor(Monitor::TrainLoss),
     )
-    .fit_without_validation(l, &train)
+    .fit(l, &train, None)
     .unwrap();
     for ((path, a), (_, b)) in before.iter().zip(values::<B, _>(&outcome.model)) {
         let moved = *a != b;
@@ -332,7 +332,7 @@ fn adapter_files_carry_the_statistics_of_a_trained_batchnorm() {
             .epochs(2)
             .monitor(Monitor::TrainLoss),
     )
-    .fit_without_validation(l, &batches::<B>(3, 16, 8, 4))
+    .fit(l, &batches::<B>(3, 16, 8, 4), None)
     .unwrap();
     let trained = outcome.model;
     let stats = trained.base.backbone.norm.running_mean.value().into_data();

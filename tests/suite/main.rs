@@ -3,6 +3,7 @@
 mod common;
 mod config;
 mod distill;
+mod distill_lm;
 mod distill_terms;
 mod errors;
 mod feature_cache;
@@ -15,6 +16,7 @@ mod learner;
 mod lora;
 mod loss;
 mod models;
+mod objective;
 mod reliability;
 mod resume;
 mod vit;

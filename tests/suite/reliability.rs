@@ -6,7 +6,7 @@
 use crate::common::*;
 use burn::prelude::*;
 use burn_transfer::checkpoint::{load_model, save_model};
-use burn_transfer::distill::Distiller;
+use burn_transfer::distill::{Distiller, Unlabelled};
 use burn_transfer::finetune::{RESUME_FILE, ResumeState};
 use burn_transfer::loss::{DistillLossConfig, IGNORE_INDEX};
 use burn_transfer::prelude::*;
@@ -33,7 +33,7 @@ fn a_batch_of_another_width_is_an_error_naming_batch_and_shapes() {
     let mut train = batches::<B>(3, 8, 8, 4);
     train[1] = batch::<B>(8, 5, 4, 7);
     let valid = batches::<Inner>(1, 8, 8, 4);
-    let err = shape_error(tuner().fit(mlp_model(), &train, &valid).unwrap_err());
+    let err = shape_error(tuner().fit(mlp_model(), &train, Some(&valid)).unwrap_err());
     assert!(
         err.contains("training batch 2") && err.contains("[8, 5]") && err.contains("takes 8"),
         "{err}"
@@ -41,7 +41,7 @@ fn a_batch_of_another_width_is_an_error_naming_batch_and_shapes() {
     // The same in validation.
     let train = batches::<B>(2, 8, 8, 4);
     let valid = vec![batch::<Inner>(8, 8, 8, 4), batch::<Inner>(8, 3, 4, 4)];
-    let err = shape_error(tuner().fit(mlp_model(), &train, &valid).unwrap_err());
+    let err = shape_error(tuner().fit(mlp_model(), &train, Some(&valid)).unwrap_err());
     assert!(err.contains("validation batch 2"), "{err}");
 }
 
@@ -68,7 +68,7 @@ fn a_panic_inside_burn_becomes_an_error_naming_the_batch() {
     let err = shape_error(
         tuner()
             .monitor(Monitor::TrainLoss)
-            .fit_without_validation(model, &train)
+            .fit(model, &train, None)
             .unwrap_err(),
     );
     assert!(
@@ -112,18 +112,18 @@ fn empty_batches_are_an_error_in_the_middle_and_alone() {
     let empty = || batch::<B>(0, 8, 8, 4);
     let mut train = batches::<B>(3, 8, 8, 4);
     train[1] = empty();
-    let err = shape_error(tuner().fit(mlp_model(), &train, &valid).unwrap_err());
+    let err = shape_error(tuner().fit(mlp_model(), &train, Some(&valid)).unwrap_err());
     assert!(err.contains("training batch 2 has no rows"), "{err}");
     let err = shape_error(
         tuner()
-            .fit(mlp_model(), &vec![empty()], &valid)
+            .fit(mlp_model(), &vec![empty()], Some(&valid))
             .unwrap_err(),
     );
     assert!(err.contains("training batch 1 has no rows"), "{err}");
     let train = batches::<B>(2, 8, 8, 4);
     let err = shape_error(
         tuner()
-            .fit(mlp_model(), &train, &vec![batch::<Inner>(0, 8, 8, 4)])
+            .fit(mlp_model(), &train, Some(&vec![batch::<Inner>(0, 8, 8, 4)]))
             .unwrap_err(),
     );
     assert!(err.contains("validation batch 1 has no rows"), "{err}");
@@ -290,7 +290,7 @@ fn a_run_that_stopped_early_resumes_as_finished() {
     let train = batches::<B>(2, 8, 8, 4);
     let valid = batches::<Inner>(1, 8, 8, 4);
     let first = early_stopping_tuner(dir.path())
-        .fit(mlp_model(), &train, &valid)
+        .fit(mlp_model(), &train, Some(&valid))
         .unwrap();
     assert!(first.stopped_early);
     assert_eq!(first.history.epochs.len(), 3);
@@ -300,7 +300,7 @@ fn a_run_that_stopped_early_resumes_as_finished() {
     assert!(state.stopped_early);
     for _ in 0..2 {
         let again = early_stopping_tuner(dir.path())
-            .fit(mlp_model(), &train, &valid)
+            .fit(mlp_model(), &train, Some(&valid))
             .unwrap();
         assert!(again.stopped_early);
         assert_eq!(again.history.epochs.len(), 3);
@@ -323,7 +323,7 @@ fn damaged_or_impossible_resume_files_are_errors() {
                 .resume(true),
         )
     };
-    run().fit(mlp_model(), &train, &valid).unwrap();
+    run().fit(mlp_model(), &train, Some(&valid)).unwrap();
     let path = dir.path().join(RESUME_FILE);
     let good = std::fs::read(&path).unwrap();
 
@@ -332,14 +332,14 @@ fn damaged_or_impossible_resume_files_are_errors() {
         let mut bad = good.clone();
         bad[at] ^= 0x20;
         std::fs::write(&path, &bad).unwrap();
-        let err = run().fit(mlp_model(), &train, &valid).unwrap_err();
+        let err = run().fit(mlp_model(), &train, Some(&valid)).unwrap_err();
         assert!(err.to_string().contains(RESUME_FILE), "byte {at}: {err}");
     }
     // A well-formed file whose epoch is absurd: checked before any arithmetic.
     let mut state = ResumeState::from_bytes(&good, &path).unwrap();
     state.epoch = usize::MAX;
     std::fs::write(&path, state.to_bytes().unwrap()).unwrap();
-    let err = run().fit(mlp_model(), &train, &valid).unwrap_err();
+    let err = run().fit(mlp_model(), &train, Some(&valid)).unwrap_err();
     assert!(err.to_string().contains("records epoch"), "{err}");
     // Resuming into another architecture.
     std::fs::write(&path, &good).unwrap();
@@ -349,7 +349,7 @@ fn damaged_or_impossible_resume_files_are_errors() {
             .checkpoint_dir(dir.path())
             .resume(true),
     )
-    .fit(net::<B>(&[8, 24, 16], 4), &train, &valid)
+    .fit(net::<B>(&[8, 24, 16], 4), &train, Some(&valid))
     .unwrap_err();
     assert!(err.to_string().contains("another architecture"), "{err}");
 }
@@ -364,7 +364,7 @@ fn a_nan_validation_loss_stops_the_run() {
     let train = batches::<B>(2, 8, 8, 4);
     let mut valid = batches::<Inner>(1, 8, 8, 4);
     valid[0].inputs = valid[0].inputs.clone().mul_scalar(f32::NAN);
-    let err = tuner().fit(model, &train, &valid).unwrap_err();
+    let err = tuner().fit(model, &train, Some(&valid)).unwrap_err();
     match &err {
         TransferError::NonFiniteValidLoss { epoch: 1, value } => assert!(value.is_nan()),
         other => panic!("unexpected: {other}"),
@@ -379,13 +379,13 @@ fn a_nan_validation_loss_stops_the_run() {
 fn a_student_with_other_classes_than_its_teacher_is_named_as_such() {
     let teacher = net::<Inner>(&[8, 16], 4);
     let distiller = Distiller::new(teacher, DistillLossConfig::new(), tuner()).unwrap();
-    let train: Vec<Tensor<B, 2>> = batches::<B>(2, 8, 8, 4)
+    let train: Vec<Unlabelled<Tensor<B, 2>>> = batches::<B>(2, 8, 8, 4)
         .into_iter()
-        .map(|b| b.inputs)
+        .map(|b| Unlabelled(b.inputs))
         .collect();
     let valid = batches::<Inner>(1, 8, 8, 3);
     let err = distiller
-        .fit_unlabelled(net::<B>(&[8, 6], 3), &train, &valid)
+        .fit(net::<B>(&[8, 6], 3), &train, Some(&valid))
         .unwrap_err();
     assert!(
         matches!(
@@ -416,7 +416,7 @@ fn an_unfreeze_selector_that_matches_nothing_fails_before_training() {
                     .unwrap(),
             ),
     )
-    .fit(mlp_model(), &train, &valid)
+    .fit(mlp_model(), &train, Some(&valid))
     .unwrap_err();
     assert!(
         matches!(err, TransferError::SelectorMatchedNothing { .. }),

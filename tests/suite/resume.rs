@@ -88,7 +88,9 @@ fn resume_child() {
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
 
-    let uninterrupted = tuner(a_dir.path()).fit(model(), &train, &valid).unwrap();
+    let uninterrupted = tuner(a_dir.path())
+        .fit(model(), &train, Some(&valid))
+        .unwrap();
 
     let crashing = Crashing {
         batches: train.clone(),
@@ -96,13 +98,13 @@ fn resume_child() {
         epochs_started: Cell::new(0),
     };
     let err = tuner(b_dir.path())
-        .fit(model(), &crashing, &valid)
+        .fit(model(), &crashing, Some(&valid))
         .unwrap_err();
     assert!(err.to_string().contains("out of range"), "{err}");
     assert!(b_dir.path().join(RESUME_FILE).is_file());
     let resumed = tuner(b_dir.path())
         .resume(true)
-        .fit(model(), &train, &valid)
+        .fit(model(), &train, Some(&valid))
         .unwrap();
 
     assert_eq!(values(&resumed.model), values(&uninterrupted.model));
@@ -135,11 +137,11 @@ fn resume_child() {
     };
     let c_dir = tempfile::tempdir().unwrap();
     tuner(c_dir.path())
-        .fit(model(), &crashing, &valid)
+        .fit(model(), &crashing, Some(&valid))
         .unwrap_err();
     let restarted = tuner(c_dir.path())
         .epochs(3)
-        .fit(model(), &train, &valid)
+        .fit(model(), &train, Some(&valid))
         .unwrap();
     assert_ne!(values(&restarted.model), values(&uninterrupted.model));
 
@@ -151,14 +153,14 @@ fn resume_child() {
     .unwrap();
     let err = tuner(b_dir.path())
         .resume(true)
-        .fit(model(), &train, &valid)
+        .fit(model(), &train, Some(&valid))
         .unwrap_err()
         .to_string();
     assert!(err.contains("delete it to start over"), "{err}");
     // Resuming needs a folder.
     let err = FineTuner::<B>::new()
         .resume(true)
-        .fit(model(), &train, &valid);
+        .fit(model(), &train, Some(&valid));
     assert!(err.is_err());
 }
 
@@ -257,7 +259,7 @@ fn trainable_only_delta_restores_the_fine_tuned_model() {
     let model = copy().freeze_all_but_last("backbone.layers", 1).unwrap();
     let trained = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(2))
         .monitor(Monitor::TrainLoss)
-        .fit_without_validation(model, &batches::<B>(4, 16, 32, 4))
+        .fit(model, &batches::<B>(4, 16, 32, 4), None)
         .unwrap()
         .model;
 

@@ -30,8 +30,8 @@ mod generate;
 mod layers;
 mod tokenizer;
 
+pub use crate::generation::GenerationConfig;
 pub use config::{Gpt2Activation, Gpt2Config};
-pub use generate::GenerationConfig;
 pub use layers::{Gpt2Attention, Gpt2Block, Gpt2Mlp, LayerCache};
 pub use tokenizer::Gpt2Tokenizer;
 
@@ -483,6 +483,11 @@ impl<B: Backend> CausalLm<B> for Gpt2LmHeadModel<B> {
     ) -> Result<Tensor<B, 3>> {
         let input = Gpt2Input::with_mask(input_ids, attention_mask);
         Ok(self.forward(input, None, false)?.logits)
+    }
+
+    /// GPT-2's own generation, with the key/value cache.
+    fn generate(&self, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Vec<Vec<u32>>> {
+        Gpt2LmHeadModel::generate(self, prompts, config)
     }
 }
 

@@ -1,0 +1,362 @@
+//! The distillation modes: the batch a [`Distiller`](super::Distiller) is fed picks how the
+//! teacher's outputs are obtained and which terms the loss gets.
+//!
+//! | training batch | mode | validation batch |
+//! |---|---|---|
+//! | [`ClassificationBatch`] | live teacher, `α·KD + (1-α)·CE` | [`ValidBatch`] (student's cross-entropy, accuracy) |
+//! | [`Unlabelled`] | live teacher, soft targets only; accuracy = agreement with the teacher | [`ValidBatch`] |
+//! | `(ClassificationBatch, teacher logits)` ([`CachedBatches`](super::CachedBatches)) | cached teacher | [`ValidBatch`] |
+//! | [`TokenBatch`] | live causal-LM teacher, token-level `α·KD + (1-α)·CE` on every real next token | [`TokenBatch`] (student's next-token loss: `exp` = perplexity) |
+//! | [`TeacherContinues`](super::TeacherContinues) | sequence-level: the teacher continues prompts, the student learns the continuations | [`TokenBatch`] |
+//! | [`StudentContinues`](super::StudentContinues) | on-policy (GKD): the student continues prompts, the teacher scores each token, generalized JSD | [`TokenBatch`] |
+
+use crate::error::{Result, TransferError};
+use crate::freeze::ToInner;
+use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets, IGNORE_INDEX};
+use crate::objective::language::in_batch;
+use crate::objective::{
+    CrossEntropy, NextTokenLoss, Objective, StepAt, StepOutput, ValidBatch, checked_logits,
+    count_correct, next_token_correct,
+};
+use crate::task::{CausalLm, ClassificationBatch, Classifier, TokenBatch};
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+/// Inputs without labels: distilled on the teacher's soft targets alone.
+#[derive(Clone, Debug)]
+pub struct Unlabelled<X>(pub X);
+
+/// A batch a [`Distiller`](super::Distiller) can train student `S` on with teacher `T` (a
+/// module on the inner backend): how the teacher's outputs are obtained, which loss terms
+/// apply, and how the student is validated. Implemented for the crate's modes (see the
+/// module's table); implement it for your own batch type to add one.
+pub trait DistillBatch<B: AutodiffBackend, S: AutodiffModule<B>, T>: Sized {
+    /// What validation reads (inner backend).
+    type Valid;
+
+    /// Rejects a loss configuration this mode cannot feed (a term that needs hidden states
+    /// when the mode gives logits only), before any step runs. The default accepts the
+    /// logit terms (KD, CE, MSE, DKD) and rejects the feature terms.
+    fn check_config(config: &DistillLossConfig) -> Result<()> {
+        logits_only(config, "this distillation mode")
+    }
+
+    /// The loss of this batch: the student's outputs (tracked), the teacher's (constants).
+    fn distill_step(
+        self,
+        student: &S,
+        teacher: &T,
+        loss: &DistillLoss<B>,
+        at: StepAt,
+    ) -> Result<StepOutput<B>>;
+
+    /// The student's validation loss on `batch` (inference mode).
+    fn valid_step(
+        batch: Self::Valid,
+        student: &S::InnerModule,
+        at: StepAt,
+    ) -> Result<StepOutput<B::InnerBackend>>;
+}
+
+/// Rejects terms that need hidden states or activation maps, which `mode` does not give.
+pub(crate) fn logits_only(config: &DistillLossConfig, mode: &str) -> Result<()> {
+    let features = config.feature_terms();
+    if features.is_empty() {
+        return Ok(());
+    }
+    Err(TransferError::config(
+        "loss",
+        features.join(", "),
+        &format!(
+            "{mode} gives the loss logits only, and these terms need hidden states or activation maps; drop them from the DistillLossConfig, or compute them yourself with DistillLoss::forward and DistillTargets::with_hidden / with_attention in an Objective of your own"
+        ),
+    ))
+}
+
+/// Terms a language-model mode can compute: KD and CE (the token modes), nothing that needs
+/// hidden states or classification logits.
+pub(crate) fn token_terms_only(config: &DistillLossConfig, mode: &str) -> Result<()> {
+    logits_only(config, mode)?;
+    if let Some(term) = config.classification_only_terms().first() {
+        return Err(TransferError::config(
+            "loss",
+            *term,
+            &format!(
+                "{mode} has the KD and cross-entropy terms only; drop this term from the DistillLossConfig"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The logit-level step shared by the classification modes: the student's logits, the
+/// teacher's (live or cached), the label checks, the loss.
+fn logits_step<B, S>(
+    student: &S,
+    inputs: S::Input,
+    teacher_logits: Tensor<B, 2>,
+    labels: Option<Tensor<B, 1, Int>>,
+    loss: &DistillLoss<B>,
+    at: StepAt,
+) -> Result<StepOutput<B>>
+where
+    B: AutodiffBackend,
+    S: Classifier<B>,
+{
+    let logits = checked_logits(student, inputs, at.batch, "training")?;
+    same_classes(&logits, &teacher_logits)?;
+    let count = logits.dims()[0];
+    let (targets, correct) = match labels {
+        Some(labels) => {
+            let correct = count_correct(&logits, &labels, at.batch)?;
+            (
+                DistillTargets::new(logits, teacher_logits).with_labels(labels),
+                correct,
+            )
+        }
+        None => {
+            let agree = teacher_logits.clone().argmax(1).reshape([count]);
+            let correct = count_correct(&logits, &agree, at.batch)?;
+            (DistillTargets::new(logits, teacher_logits), correct)
+        }
+    };
+    let out = loss.forward(targets, at.epoch)?;
+    Ok(StepOutput::new(out.total, correct, count).with_terms(out.terms))
+}
+
+/// The teacher's logits for `inputs`, as a constant on `B`.
+fn live_teacher<B, X, T>(teacher: &T, inputs: X, at: StepAt) -> Result<Tensor<B, 2>>
+where
+    B: AutodiffBackend,
+    X: ToInner<B>,
+    T: Classifier<B::InnerBackend, Input = X::Inner>,
+{
+    let logits = checked_logits(teacher, inputs.to_inner(), at.batch, "teacher's training")?;
+    Ok(Tensor::from_inner(logits))
+}
+
+fn classifier_valid<B, S>(
+    batch: ValidBatch<B, S>,
+    student: &S::InnerModule,
+    at: StepAt,
+) -> Result<StepOutput<B::InnerBackend>>
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + Classifier<B>,
+    S::InnerModule: Classifier<B::InnerBackend>,
+{
+    <CrossEntropy as Objective<B, S>>::valid_step(&CrossEntropy::new(), student, batch, at)
+}
+
+impl<B, S, T> DistillBatch<B, S, T> for ClassificationBatch<B, S::Input>
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + Classifier<B>,
+    S::Input: ToInner<B> + Clone,
+    S::InnerModule: Classifier<B::InnerBackend>,
+    T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
+{
+    type Valid = ValidBatch<B, S>;
+
+    fn distill_step(
+        self,
+        student: &S,
+        teacher: &T,
+        loss: &DistillLoss<B>,
+        at: StepAt,
+    ) -> Result<StepOutput<B>> {
+        let teacher_logits = live_teacher::<B, _, _>(teacher, self.inputs.clone(), at)?;
+        logits_step(
+            student,
+            self.inputs,
+            teacher_logits,
+            Some(self.targets),
+            loss,
+            at,
+        )
+    }
+
+    fn valid_step(
+        batch: Self::Valid,
+        student: &S::InnerModule,
+        at: StepAt,
+    ) -> Result<StepOutput<B::InnerBackend>> {
+        classifier_valid::<B, S>(batch, student, at)
+    }
+}
+
+impl<B, S, T> DistillBatch<B, S, T> for Unlabelled<S::Input>
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + Classifier<B>,
+    S::Input: ToInner<B> + Clone,
+    S::InnerModule: Classifier<B::InnerBackend>,
+    T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
+{
+    type Valid = ValidBatch<B, S>;
+
+    fn distill_step(
+        self,
+        student: &S,
+        teacher: &T,
+        loss: &DistillLoss<B>,
+        at: StepAt,
+    ) -> Result<StepOutput<B>> {
+        let teacher_logits = live_teacher::<B, _, _>(teacher, self.0.clone(), at)?;
+        logits_step(student, self.0, teacher_logits, None, loss, at)
+    }
+
+    fn valid_step(
+        batch: Self::Valid,
+        student: &S::InnerModule,
+        at: StepAt,
+    ) -> Result<StepOutput<B::InnerBackend>> {
+        classifier_valid::<B, S>(batch, student, at)
+    }
+}
+
+impl<B, S, T> DistillBatch<B, S, T>
+    for (ClassificationBatch<B, S::Input>, Tensor<B::InnerBackend, 2>)
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + Classifier<B>,
+    S::InnerModule: Classifier<B::InnerBackend>,
+{
+    type Valid = ValidBatch<B, S>;
+
+    fn distill_step(
+        self,
+        student: &S,
+        _teacher: &T,
+        loss: &DistillLoss<B>,
+        at: StepAt,
+    ) -> Result<StepOutput<B>> {
+        let (batch, cached) = self;
+        logits_step(
+            student,
+            batch.inputs,
+            Tensor::from_inner(cached),
+            Some(batch.targets),
+            loss,
+            at,
+        )
+    }
+
+    fn valid_step(
+        batch: Self::Valid,
+        student: &S::InnerModule,
+        at: StepAt,
+    ) -> Result<StepOutput<B::InnerBackend>> {
+        classifier_valid::<B, S>(batch, student, at)
+    }
+}
+
+impl<B, S, T> DistillBatch<B, S, T> for TokenBatch<B>
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + CausalLm<B>,
+    S::InnerModule: CausalLm<B::InnerBackend>,
+    T: CausalLm<B::InnerBackend>,
+{
+    type Valid = TokenBatch<B::InnerBackend>;
+
+    fn check_config(config: &DistillLossConfig) -> Result<()> {
+        token_terms_only(config, "token-level distillation")
+    }
+
+    fn distill_step(
+        self,
+        student: &S,
+        teacher: &T,
+        loss: &DistillLoss<B>,
+        at: StepAt,
+    ) -> Result<StepOutput<B>> {
+        let TokenBatch {
+            input_ids,
+            attention_mask,
+        } = self;
+        let teacher_logits = teacher
+            .next_token_logits(input_ids.clone().inner(), attention_mask.clone().inner())
+            .map_err(|e| in_batch(e, "teacher's training", at.batch))?;
+        let logits = student
+            .next_token_logits(input_ids.clone(), attention_mask.clone())
+            .map_err(|e| in_batch(e, "training", at.batch))?;
+        let [batch, seq, vocab] = logits.dims();
+        let teacher_vocab = teacher_logits.dims()[2];
+        if teacher_vocab != vocab {
+            return Err(TransferError::WidthMismatch {
+                what: "student vs teacher vocabulary".into(),
+                expected: teacher_vocab,
+                actual: vocab,
+                hint: "token-level distillation compares the two distributions token by token: both models must share the tokenizer".into(),
+            });
+        }
+        let (kd_mask, labels) = next_token_targets(&input_ids, &attention_mask);
+        let (correct, count) = next_token_correct(&logits, &input_ids, &attention_mask);
+        if count == 0 {
+            return Err(TransferError::BatchShape(format!(
+                "training batch {}: no position has a real next token ({batch} sequences of {seq}); give sequences of at least two real tokens",
+                at.batch
+            )));
+        }
+        let out = loss.forward_tokens(
+            logits,
+            Tensor::from_inner(teacher_logits),
+            Some(kd_mask),
+            Some(labels),
+            at.epoch,
+        )?;
+        Ok(StepOutput::new(out.total, correct, count).with_terms(out.terms))
+    }
+
+    fn valid_step(
+        batch: Self::Valid,
+        student: &S::InnerModule,
+        at: StepAt,
+    ) -> Result<StepOutput<B::InnerBackend>> {
+        <NextTokenLoss as Objective<B, S>>::valid_step(&NextTokenLoss, student, batch, at)
+    }
+}
+
+/// Position `t` of a causal LM scores token `t + 1`: the KD mask is 1 where that next token
+/// is real, and the labels are the ids shifted left, [`IGNORE_INDEX`] where there is none.
+fn next_token_targets<B: Backend>(
+    input_ids: &Tensor<B, 2, Int>,
+    attention_mask: &Tensor<B, 2, Int>,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let [batch, seq] = input_ids.dims();
+    let device = input_ids.device();
+    let last = Tensor::<B, 2, Int>::zeros([batch, 1], &device);
+    let next_real = attention_mask
+        .clone()
+        .slice([0..batch, 1..seq])
+        .not_equal_elem(0)
+        .int();
+    let mask = Tensor::cat(vec![next_real, last.clone()], 1);
+    let next_ids = input_ids.clone().slice([0..batch, 1..seq]);
+    let labels = Tensor::cat(vec![next_ids, last.add_scalar(IGNORE_INDEX)], 1);
+    // Padding next tokens get no label either (their KD mask is 0 already).
+    let labels = labels.mask_fill(mask.clone().equal_elem(0), IGNORE_INDEX);
+    (mask, labels)
+}
+
+/// The student must predict the teacher's classes: checked before the labels, so that the
+/// error names the real cause rather than a label (the teacher's argmax) out of range.
+fn same_classes<B: Backend>(student: &Tensor<B, 2>, teacher: &Tensor<B, 2>) -> Result<()> {
+    let ([s_rows, s_classes], [t_rows, t_classes]) = (student.dims(), teacher.dims());
+    if s_classes != t_classes {
+        return Err(TransferError::WidthMismatch {
+            what: "student logits vs teacher logits (classes)".into(),
+            expected: t_classes,
+            actual: s_classes,
+            hint: "the student's head must predict the teacher's classes: build it with the teacher's class count".into(),
+        });
+    }
+    if s_rows != t_rows {
+        return Err(TransferError::BatchShape(format!(
+            "the student gave {s_rows} rows of logits and the teacher {t_rows}; a cached teacher must come from the same batches"
+        )));
+    }
+    Ok(())
+}
