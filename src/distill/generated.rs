@@ -158,6 +158,43 @@ fn correct_on<B: Backend>(logits: &Tensor<B, 3>, continued: &Continued<B>) -> us
     next_token_correct(logits, &continued.batch.input_ids, &scored).0
 }
 
+/// Prompts continued by one of the models, scored by both.
+struct Scored<B: Backend> {
+    logits: Tensor<B, 3>,
+    teacher_logits: Tensor<B, 3>,
+    continued: Continued<B>,
+    correct: usize,
+}
+
+/// Continues `prompts` with `write` (the teacher's or the student's generation, with the
+/// step's seed), then runs both models on the prompts with their continuations.
+fn write_and_score<B, S, T>(
+    prompts: &[Vec<u32>],
+    generation: &GenerationConfig,
+    at: StepAt,
+    student: &S,
+    teacher: &T,
+    write: impl FnOnce(&[Vec<u32>], &GenerationConfig) -> Result<Vec<Vec<u32>>>,
+) -> Result<Scored<B>>
+where
+    B: AutodiffBackend,
+    S: AutodiffModule<B> + CausalLm<B>,
+    T: CausalLm<B::InnerBackend>,
+{
+    check_prompts(prompts, at)?;
+    let continuations = write(prompts, &step_generation(generation, at))?;
+    let device = student.devices().into_iter().next().unwrap_or_default();
+    let continued = continued::<B>(prompts, &continuations, &device);
+    let (logits, teacher_logits) = both_logits(student, teacher, &continued.batch, at)?;
+    let correct = correct_on(&logits, &continued);
+    Ok(Scored {
+        logits,
+        teacher_logits,
+        continued,
+        correct,
+    })
+}
+
 fn lm_valid<B, S>(
     batch: TokenBatch<B::InnerBackend>,
     student: &S::InnerModule,
@@ -191,15 +228,23 @@ where
         loss: &DistillLoss<B>,
         at: StepAt,
     ) -> Result<StepOutput<B>> {
-        check_prompts(&self.prompts, at)?;
-        let generation = step_generation(&self.generation, at);
-        let continuations = teacher
-            .generate(&self.prompts, &generation)
-            .map_err(|e| in_batch(e, "teacher's generation", at.batch))?;
-        let device = student.devices().into_iter().next().unwrap_or_default();
-        let continued = continued::<B>(&self.prompts, &continuations, &device);
-        let (logits, teacher_logits) = both_logits(student, teacher, &continued.batch, at)?;
-        let correct = correct_on(&logits, &continued);
+        let Scored {
+            logits,
+            teacher_logits,
+            continued,
+            correct,
+        } = write_and_score(
+            &self.prompts,
+            &self.generation,
+            at,
+            student,
+            teacher,
+            |p, g| {
+                teacher
+                    .generate(p, g)
+                    .map_err(|e| in_batch(e, "teacher's generation", at.batch))
+            },
+        )?;
         let labels = shifted_labels(&continued);
         let out = loss.forward_tokens(
             logits,
@@ -240,18 +285,26 @@ where
         loss: &DistillLoss<B>,
         at: StepAt,
     ) -> Result<StepOutput<B>> {
-        check_prompts(&self.prompts, at)?;
-        let generation = step_generation(&self.generation, at);
         // The student writes in inference mode (no graph); its own tokens are then scored
         // with the training-mode student, whose gradient the loss follows.
-        let continuations = student
-            .valid()
-            .generate(&self.prompts, &generation)
-            .map_err(|e| in_batch(e, "student's generation", at.batch))?;
-        let device = student.devices().into_iter().next().unwrap_or_default();
-        let continued = continued::<B>(&self.prompts, &continuations, &device);
-        let (logits, teacher_logits) = both_logits(student, teacher, &continued.batch, at)?;
-        let correct = correct_on(&logits, &continued);
+        let Scored {
+            logits,
+            teacher_logits,
+            continued,
+            correct,
+        } = write_and_score(
+            &self.prompts,
+            &self.generation,
+            at,
+            student,
+            teacher,
+            |p, g| {
+                student
+                    .valid()
+                    .generate(p, g)
+                    .map_err(|e| in_batch(e, "student's generation", at.batch))
+            },
+        )?;
         let out = loss.forward_gkd(logits, teacher_logits, continued.targets.clone(), at.epoch)?;
         Ok(StepOutput::new(out.total, correct, continued.count).with_terms(out.terms))
     }
