@@ -2,12 +2,13 @@
 //! the student learns the continuations) and on-policy KD (the student continues them and
 //! the teacher scores every new token, TRL's GKD).
 
-use super::modes::{DistillBatch, token_terms_only};
+use super::modes::{DistillBatch, shifted_labels, token_terms_only};
 use crate::error::{Result, TransferError};
 use crate::generation::GenerationConfig;
-use crate::loss::{DistillLoss, DistillLossConfig, IGNORE_INDEX};
-use crate::objective::language::in_batch;
-use crate::objective::{NextTokenLoss, Objective, StepAt, StepOutput, next_token_correct};
+use crate::loss::{DistillLoss, DistillLossConfig};
+use crate::objective::{
+    NextTokenLoss, Objective, StepAt, StepOutput, batch_error, next_token_correct,
+};
 use crate::task::{CausalLm, TokenBatch};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -123,13 +124,13 @@ where
 {
     let logits = student
         .next_token_logits(batch.input_ids.clone(), batch.attention_mask.clone())
-        .map_err(|e| in_batch(e, "training", at.batch))?;
+        .map_err(|e| batch_error(e, "training", at.batch))?;
     let teacher_logits = teacher
         .next_token_logits(
             batch.input_ids.clone().inner(),
             batch.attention_mask.clone().inner(),
         )
-        .map_err(|e| in_batch(e, "teacher's training", at.batch))?;
+        .map_err(|e| batch_error(e, "teacher's training", at.batch))?;
     let (vocab, teacher_vocab) = (logits.dims()[2], teacher_logits.dims()[2]);
     if vocab != teacher_vocab {
         return Err(TransferError::WidthMismatch {
@@ -242,10 +243,10 @@ where
             |p, g| {
                 teacher
                     .generate(p, g)
-                    .map_err(|e| in_batch(e, "teacher's generation", at.batch))
+                    .map_err(|e| batch_error(e, "teacher's generation", at.batch))
             },
         )?;
-        let labels = shifted_labels(&continued);
+        let labels = shifted_labels(&continued.batch.input_ids, &continued.targets);
         let out = loss.forward_tokens(
             logits,
             teacher_logits,
@@ -302,7 +303,7 @@ where
                 student
                     .valid()
                     .generate(p, g)
-                    .map_err(|e| in_batch(e, "student's generation", at.batch))
+                    .map_err(|e| batch_error(e, "student's generation", at.batch))
             },
         )?;
         let out = loss.forward_gkd(logits, teacher_logits, continued.targets.clone(), at.epoch)?;
@@ -316,14 +317,4 @@ where
     ) -> Result<StepOutput<B::InnerBackend>> {
         lm_valid::<B, S>(batch, student, at)
     }
-}
-
-/// The ids shifted left (position `t` labelled with token `t + 1`), [`IGNORE_INDEX`] where
-/// the next token is not a generated one.
-fn shifted_labels<B: Backend>(continued: &Continued<B>) -> Tensor<B, 2, Int> {
-    let ids = &continued.batch.input_ids;
-    let [rows, width] = ids.dims();
-    let last = Tensor::<B, 2, Int>::zeros([rows, 1], &ids.device());
-    let next = Tensor::cat(vec![ids.clone().slice([0..rows, 1..width]), last], 1);
-    next.mask_fill(continued.targets.clone().equal_elem(0), IGNORE_INDEX)
 }

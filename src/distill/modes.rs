@@ -13,10 +13,9 @@
 use crate::error::{Result, TransferError};
 use crate::freeze::ToInner;
 use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets, IGNORE_INDEX};
-use crate::objective::language::in_batch;
 use crate::objective::{
-    CrossEntropy, NextTokenLoss, Objective, StepAt, StepOutput, ValidBatch, checked_logits,
-    count_correct, next_token_correct,
+    CrossEntropy, NextTokenLoss, Objective, StepAt, StepOutput, ValidBatch, batch_error,
+    checked_logits, count_correct, next_token_correct,
 };
 use crate::task::{CausalLm, ClassificationBatch, Classifier, TokenBatch};
 use burn::module::AutodiffModule;
@@ -278,10 +277,10 @@ where
         } = self;
         let teacher_logits = teacher
             .next_token_logits(input_ids.clone().inner(), attention_mask.clone().inner())
-            .map_err(|e| in_batch(e, "teacher's training", at.batch))?;
+            .map_err(|e| batch_error(e, "teacher's training", at.batch))?;
         let logits = student
             .next_token_logits(input_ids.clone(), attention_mask.clone())
-            .map_err(|e| in_batch(e, "training", at.batch))?;
+            .map_err(|e| batch_error(e, "training", at.batch))?;
         let [batch, seq, vocab] = logits.dims();
         let teacher_vocab = teacher_logits.dims()[2];
         if teacher_vocab != vocab {
@@ -326,19 +325,27 @@ fn next_token_targets<B: Backend>(
     attention_mask: &Tensor<B, 2, Int>,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let [batch, seq] = input_ids.dims();
-    let device = input_ids.device();
-    let last = Tensor::<B, 2, Int>::zeros([batch, 1], &device);
     let next_real = attention_mask
         .clone()
         .slice([0..batch, 1..seq])
         .not_equal_elem(0)
         .int();
-    let mask = Tensor::cat(vec![next_real, last.clone()], 1);
-    let next_ids = input_ids.clone().slice([0..batch, 1..seq]);
-    let labels = Tensor::cat(vec![next_ids, last.add_scalar(IGNORE_INDEX)], 1);
-    // Padding next tokens get no label either (their KD mask is 0 already).
-    let labels = labels.mask_fill(mask.clone().equal_elem(0), IGNORE_INDEX);
+    let last = Tensor::<B, 2, Int>::zeros([batch, 1], &input_ids.device());
+    let mask = Tensor::cat(vec![next_real, last], 1);
+    let labels = shifted_labels(input_ids, &mask);
     (mask, labels)
+}
+
+/// The ids shifted left (position `t` labelled with token `t + 1`), [`IGNORE_INDEX`] where
+/// `targets` is 0 (no next token, padding, or a token the mode does not train on).
+pub(crate) fn shifted_labels<B: Backend>(
+    input_ids: &Tensor<B, 2, Int>,
+    targets: &Tensor<B, 2, Int>,
+) -> Tensor<B, 2, Int> {
+    let [rows, width] = input_ids.dims();
+    let last = Tensor::<B, 2, Int>::zeros([rows, 1], &input_ids.device());
+    let next = Tensor::cat(vec![input_ids.clone().slice([0..rows, 1..width]), last], 1);
+    next.mask_fill(targets.clone().equal_elem(0), IGNORE_INDEX)
 }
 
 /// The student must predict the teacher's classes: checked before the labels, so that the

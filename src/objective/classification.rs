@@ -111,12 +111,9 @@ pub fn checked_logits<B: Backend, M: Classifier<B>>(
     batch: usize,
     split: &str,
 ) -> Result<Tensor<B, 2>> {
-    model.check_input(&inputs).map_err(|e| match e {
-        TransferError::BatchShape(why) => {
-            TransferError::BatchShape(format!("{split} batch {batch}: {why}"))
-        }
-        other => other,
-    })?;
+    model
+        .check_input(&inputs)
+        .map_err(|e| super::batch_error(e, split, batch))?;
     crate::guard::quietly(|| model.logits(inputs)).map_err(|panic| {
         TransferError::BatchShape(format!(
             "{split} batch {batch} does not fit the model ({panic}); check the inputs' shape against the model's input (feature width, image size, sequence length)"

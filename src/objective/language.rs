@@ -1,7 +1,7 @@
 //! Language modelling: next-token cross-entropy for a [`CausalLm`].
 
 use super::{Objective, StepAt, StepOutput};
-use crate::error::{Result, TransferError};
+use crate::error::Result;
 use crate::loss::functional::causal_lm_loss;
 use crate::task::{CausalLm, TokenBatch};
 use burn::module::AutodiffModule;
@@ -25,7 +25,7 @@ fn lm_step<B: Backend, M: CausalLm<B>>(
         input_ids,
         attention_mask,
     } = batch;
-    let in_batch = |e| in_batch(e, split, at.batch);
+    let in_batch = |e| super::batch_error(e, split, at.batch);
     let logits = model
         .next_token_logits(input_ids.clone(), attention_mask.clone())
         .map_err(in_batch)?;
@@ -33,21 +33,6 @@ fn lm_step<B: Backend, M: CausalLm<B>>(
         .map_err(in_batch)?;
     let (correct, count) = next_token_correct(&logits, &input_ids, &attention_mask);
     Ok(StepOutput::new(loss, correct, count))
-}
-
-/// An error of the model on one batch, naming the batch: a shape it cannot take
-/// ([`TransferError::BatchShape`]) or an input beyond its configuration (a sequence longer
-/// than its positions, [`TransferError::InvalidConfig`]) becomes a batch error.
-pub(crate) fn in_batch(e: TransferError, split: &str, batch: usize) -> TransferError {
-    match e {
-        TransferError::BatchShape(why) => {
-            TransferError::BatchShape(format!("{split} batch {batch}: {why}"))
-        }
-        e @ TransferError::InvalidConfig { .. } => {
-            TransferError::BatchShape(format!("{split} batch {batch}: {e}"))
-        }
-        other => other,
-    }
 }
 
 /// Of the positions whose next token is real (`attention_mask` 1 at `t + 1`), how many the

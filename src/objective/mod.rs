@@ -61,7 +61,7 @@
 //! ```
 
 pub(crate) mod classification;
-pub(crate) mod language;
+mod language;
 
 pub use classification::{CrossEntropy, ValidBatch, checked_logits, count_correct, evaluate};
 pub use language::{NextTokenLoss, next_token_correct};
@@ -193,4 +193,19 @@ pub(crate) fn mean_over<B: Backend>(
         accuracy: correct as f64 / count as f64,
         count,
     })
+}
+
+/// An error of the model on one batch, naming the batch: a shape it cannot take
+/// ([`TransferError::BatchShape`]) or an input beyond its configuration (a sequence longer
+/// than its positions, [`TransferError::InvalidConfig`]) becomes a batch error.
+pub(crate) fn batch_error(e: TransferError, split: &str, batch: usize) -> TransferError {
+    match e {
+        TransferError::BatchShape(why) => {
+            TransferError::BatchShape(format!("{split} batch {batch}: {why}"))
+        }
+        e @ TransferError::InvalidConfig { .. } => {
+            TransferError::BatchShape(format!("{split} batch {batch}: {e}"))
+        }
+        other => other,
+    }
 }
