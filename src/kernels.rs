@@ -194,6 +194,14 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
     burn::tensor::activation::gelu(x)
 }
 
+/// burn's `gelu_approximate(x)` (GELU's tanh approximation, GPT-2's `gelu_new`).
+pub(crate) fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cpu-kernels")]
+    return burn_cpu_kernels::activation::gelu_tanh(x);
+    #[cfg(not(feature = "cpu-kernels"))]
+    burn::tensor::activation::gelu_approximate(x)
+}
+
 /// `layer.forward(x)` for burn's `LayerNorm` over the last dimension, built with `epsilon`
 /// (burn keeps the layer's own private).
 pub(crate) fn layer_norm<B: Backend, const D: usize>(

@@ -7,7 +7,7 @@
 
 use super::config::{Gpt2Activation, Gpt2Config};
 use crate::kernels::{
-    attention, attention_with_probabilities, dropout, gelu, layer_norm as norm, linear,
+    attention, attention_with_probabilities, dropout, gelu, gelu_tanh, layer_norm as norm, linear,
 };
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -132,7 +132,7 @@ impl<B: Backend> Gpt2Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = linear(&self.c_fc, x);
         let h = match self.activation {
-            Gpt2Activation::GeluTanh => burn::tensor::activation::gelu_approximate(h),
+            Gpt2Activation::GeluTanh => gelu_tanh(h),
             Gpt2Activation::Gelu => gelu(h),
             Gpt2Activation::Relu => burn::tensor::activation::relu(h),
         };
