@@ -68,6 +68,16 @@ pub enum TransferError {
         reason: String,
     },
 
+    /// Training was asked of a model whose parameters are all frozen, with no unfreezing
+    /// scheduled: it would run and change nothing.
+    #[error(
+        "the model has no trainable parameter ({total} parameters, all frozen), so training would change nothing; unfreeze what should train (`Freeze::unfreeze`, `unfreeze_matching`, or an unfreeze schedule). A module made with `AutodiffModule::from_inner` from a *clone* of an inference module comes out frozen (burn drops the flag when it clones a parameter): build such a student with `distill::init::trainable`"
+    )]
+    NothingToTrain {
+        /// Number of (frozen) parameters the model has.
+        total: usize,
+    },
+
     /// The training data source yielded no batch.
     #[error(
         "the {split} data source yielded no batch; give it at least one sample (check the data set length and the batch size)"

@@ -3,6 +3,7 @@
 
 use crate::backbone::MlpBackbone;
 use crate::error::{Result, TransferError};
+use crate::freeze::Freeze;
 use crate::head::LinearHead;
 use burn::module::{AutodiffModule, Param};
 use burn::nn::Linear;
@@ -14,9 +15,41 @@ pub fn every_other(n: usize) -> Vec<usize> {
     (0..n).step_by(2).collect()
 }
 
+/// A student on the autodiff backend from a module on the inner backend (a teacher, a
+/// shallower copy of one such as `Gpt2LmHeadModel::keep_layers`'s), with every parameter
+/// trainable (buffers such as BatchNorm statistics stay buffers).
+///
+/// Why not `M::from_inner` alone: burn keeps a parameter's trainable flag through
+/// `valid()` → `from_inner`, but drops it when the inference module's parameter is
+/// *cloned* in between (burn's `Param::clone` reads the flag from the inner tensor), so the
+/// student of a trained teacher would come out frozen and train nothing.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::module::AutodiffModule;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn_transfer::distill::init::trainable;
+/// use burn_transfer::freeze::Freeze;
+///
+/// type B = Autodiff<NdArray>;
+/// let trained: Linear<B> = LinearConfig::new(4, 2).init(&Default::default());
+/// let teacher = trained.valid();
+/// let frozen = Linear::<B>::from_inner(teacher.clone());
+/// assert_eq!(frozen.param_summary().trainable(), 0);
+/// let student: Linear<B> = trainable(teacher.clone());
+/// assert_eq!(student.param_summary().trainable(), 10);
+/// ```
+pub fn trainable<B, M>(inner: M::InnerModule) -> M
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    M::from_inner(inner).unfreeze()
+}
+
 /// Copies the layers at `indices` of a teacher stack (on the inner backend) into a student
-/// stack on the autodiff backend, exact weights included. An error for an empty selection
-/// or an index past the end.
+/// stack on the autodiff backend, exact weights included, every parameter trainable (see
+/// [`trainable`]). An error for an empty selection or an index past the end.
 pub fn copy_layers<B, M>(teacher_layers: &[M::InnerModule], indices: &[usize]) -> Result<Vec<M>>
 where
     B: AutodiffBackend,
@@ -34,7 +67,7 @@ where
         .map(|&i| {
             teacher_layers
                 .get(i)
-                .map(|l| M::from_inner(l.clone()))
+                .map(|l| trainable::<B, M>(l.clone()))
                 .ok_or(TransferError::StackTooShort {
                     prefix: "teacher layers".into(),
                     requested: i + 1,

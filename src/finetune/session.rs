@@ -3,7 +3,7 @@
 use super::optim::GroupedOptimizer;
 use super::{FineTuner, LrSchedule};
 use crate::error::{Result, TransferError};
-use crate::freeze::UnfreezeSchedule;
+use crate::freeze::{Freeze, UnfreezeSchedule};
 use crate::objective::classification::classification_step;
 use crate::objective::{
     CrossEntropy, EvalStats, Objective, StepAt, StepOutput, ValidBatch, evaluate_with,
@@ -85,6 +85,12 @@ impl<B: AutodiffBackend> FineTuner<B> {
         self.validate()?;
         self.unfreeze.check_against(&model)?;
         crate::freeze::materialize(&model);
+        let summary = model.param_summary();
+        if summary.trainable() == 0 && self.unfreeze.is_empty() {
+            return Err(TransferError::NothingToTrain {
+                total: summary.total(),
+            });
+        }
         if let Some(seed) = self.seed {
             let device = model.devices().into_iter().next().unwrap_or_default();
             B::seed(&device, seed);

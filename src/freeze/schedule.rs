@@ -80,6 +80,11 @@ impl UnfreezeSchedule {
         &self.steps
     }
 
+    /// Whether no step is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     /// Checks every step's selector against `model` before training starts, so that a
     /// selector matching nothing is an error at once, not when its epoch comes after earlier
     /// epochs have trained and saved.

@@ -2,7 +2,9 @@ use crate::common::*;
 use burn::module::{AutodiffModule, Module};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn_transfer::distill::init::{copy_layers, every_other, mlp_from_teacher, prune_mlp};
+use burn_transfer::distill::init::{
+    copy_layers, every_other, mlp_from_teacher, prune_mlp, trainable,
+};
 use burn_transfer::distill::{Distiller, Unlabelled};
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
 use burn_transfer::prelude::*;
@@ -264,16 +266,29 @@ fn token_kd_ignores_padding() {
 
 #[test]
 fn copied_layers_carry_the_teachers_exact_weights() {
-    let t = TransferModel::with_linear_head(
-        MlpBackbone::<Inner>::new(&[8, 8, 8, 8, 8], &device()).unwrap(),
+    // A teacher as training leaves it: an autodiff model made an inference one, then
+    // cloned (burn's `Param::clone` drops the trainable flag of an inference parameter).
+    let trained = TransferModel::with_linear_head(
+        MlpBackbone::<B>::new(&[8, 8, 8, 8, 8], &device()).unwrap(),
         4,
         &device(),
     )
     .unwrap();
+    let t = trained.valid().clone();
     let picked = every_other(4);
     assert_eq!(picked, [0, 2]);
     let body: MlpBackbone<B> = mlp_from_teacher(&t.backbone, &picked).unwrap();
     assert_eq!(body.layers.len(), 2);
+    let summary = body.param_summary();
+    assert_eq!(summary.trainable(), summary.total(), "the copies train");
+    let plain = MlpBackbone::<B>::from_inner(t.backbone.clone());
+    assert_eq!(
+        plain.param_summary().trainable(),
+        0,
+        "burn's from_inner of a clone is frozen: what `init::trainable` is for"
+    );
+    let student: MlpBackbone<B> = trainable(t.backbone.clone());
+    assert_eq!(student.param_summary().trainable(), summary.total() * 2);
     for (s, &i) in body.layers.iter().zip(&picked) {
         assert_eq!(
             s.weight.val().inner().to_data(),

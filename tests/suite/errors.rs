@@ -41,6 +41,28 @@ fn empty_training_data_is_an_error() {
 }
 
 #[test]
+fn a_model_with_nothing_to_train_is_an_error_unless_unfreezing_is_scheduled() {
+    let train = batches::<B>(1, 8, 8, 4);
+    let err = quiet(FineTuner::new())
+        .fit(mlp_model().freeze(), &train, None)
+        .unwrap_err();
+    assert!(
+        matches!(err, TransferError::NothingToTrain { total: 484 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("init::trainable"), "{err}");
+    // Everything frozen at the start, the head unfrozen at epoch 2: a valid plan.
+    let tuner = quiet(FineTuner::new().epochs(2)).unfreeze_schedule(
+        UnfreezeSchedule::new()
+            .at(2, Selector::glob("head.*").unwrap())
+            .unwrap(),
+    );
+    let valid = batches::<Inner>(1, 8, 8, 4);
+    let outcome = tuner.fit(mlp_model().freeze(), &train, Some(&valid));
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
+#[test]
 fn labels_beyond_the_head_are_an_error() {
     // The head has 4 outputs; the second batch holds a label 5, the first a valid one.
     let mut train = batches::<B>(2, 8, 8, 4);

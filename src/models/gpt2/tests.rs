@@ -237,6 +237,42 @@ fn students_keep_the_teachers_blocks() {
     assert!(err.contains("transformer.h"), "{err}");
 }
 
+/// The student of a teacher that was trained (autodiff → `valid()`, as `FineTuner` hands it
+/// back) trains once made with `init::trainable`: every parameter gets a gradient.
+#[test]
+fn the_student_of_a_trained_teacher_trains() {
+    use crate::freeze::Freeze;
+    use burn::module::AutodiffModule;
+    type A = Autodiff<NdArray>;
+    let mut config = tiny();
+    config.n_layer = 4;
+    let trained = Gpt2LmHeadModel::<A>::new(&config, &Default::default()).unwrap();
+    let teacher = trained.valid();
+    let student: Gpt2LmHeadModel<A> =
+        crate::distill::init::trainable(teacher.keep_layers(&[0, 2]).unwrap());
+    let summary = student.param_summary();
+    assert_eq!(summary.trainable(), summary.total());
+    let x = Tensor::<A, 2, Int>::from_data(
+        TensorData::new(vec![1i64, 2, 3], [1, 3]),
+        &Default::default(),
+    );
+    let grads = student
+        .next_token_logits(x.clone(), x.ones_like())
+        .unwrap()
+        .powi_scalar(2)
+        .mean()
+        .backward();
+    assert!(
+        student.transformer.h[1]
+            .mlp
+            .c_fc
+            .weight
+            .grad(&grads)
+            .is_some()
+    );
+    assert!(student.transformer.wte.weight.grad(&grads).is_some());
+}
+
 /// LoRA finds the fused query/key/value projections by path and trains only its factors.
 #[test]
 fn lora_adapts_the_attention_projections_by_path() {
