@@ -119,7 +119,7 @@ fn main() -> burn_transfer::Result<()> {
 
     // 1. Head only: the body is frozen by type and runs without an autodiff graph.
     let model = TransferModel::new(
-        Frozen::new(Pooled::new(pretrained()?, Pooling::Mean)),
+        Frozen::new(Pooled::new(pretrained()?, Pooling::Mean)?),
         head()?,
     )?;
     let (_, row) = run("head only (frozen MiniLM)", model, tuner(1e-2), 8, data)?;
@@ -127,7 +127,7 @@ fn main() -> burn_transfer::Result<()> {
 
     // 2. LoRA r = 8 on the attention's query and value projections, plus the head.
     let model = LoraModel::new(
-        TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean), head()?)?,
+        TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean)?, head()?)?,
         "sentiment",
         LoraConfig::new(
             8,
@@ -147,7 +147,7 @@ fn main() -> burn_transfer::Result<()> {
     rows.push(row);
 
     // 3. Full fine-tuning at lr 2e-5 (the new head at 1e-3: it starts from random).
-    let model = TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean), head()?)?;
+    let model = TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean)?, head()?)?;
     let tuned = tuner(2e-5).group("head", 1e-3)?;
     let (model, row) = run("full fine-tune (lr 2e-5)", model, tuned, 2, data)?;
     save_model(&model, &out_dir.join("model_finetuned.mpk"))?;
@@ -157,7 +157,7 @@ fn main() -> burn_transfer::Result<()> {
     B::seed(&device, SEED);
     let small = BertConfig::all_minilm_l6_v2().shallower(2).narrower(128, 4);
     let model = TransferModel::new(
-        Pooled::new(Bert::<B>::new(&small, &device)?, Pooling::Mean),
+        Pooled::new(Bert::<B>::new(&small, &device)?, Pooling::Mean)?,
         LinearHead::new(128, 2, &device)?,
     )?;
     let (_, row) = run("small BERT from scratch", model, tuner(1e-3), 4, data)?;
@@ -240,7 +240,7 @@ fn predict(
     let device = Default::default();
     let config = BertConfig::from_json_file(minilm.join("config.json"))?;
     let model: SentimentModel<Inner> = TransferModel::new(
-        Pooled::new(Bert::new(&config, &device)?, Pooling::Mean),
+        Pooled::new(Bert::new(&config, &device)?, Pooling::Mean)?,
         LinearHead::new(config.hidden_size, 2, &device)?,
     )?;
     let path = out_dir.join("model_finetuned.mpk");

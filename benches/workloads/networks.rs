@@ -104,7 +104,7 @@ fn sgd<B: AutodiffBackend>() -> FineTuner<B> {
 fn bert<B: AutodiffBackend>(name: &str, device: &B::Device) -> Option<Step> {
     let config = BertConfig::all_minilm_l6_v2();
     let data = token_batches::<B>(config.vocab_size, device);
-    let encoder = Pooled::new(Bert::<B>::new(&config, device).ok()?, Pooling::Cls);
+    let encoder = Pooled::new(Bert::<B>::new(&config, device).ok()?, Pooling::Cls).ok()?;
     let adamw = crate::workloads::tuner::<B>().learning_rate(1e-4);
     Some(match name {
         "bert_full" => {

@@ -12,7 +12,7 @@ use super::fingerprint::Fingerprint;
 use super::lora::{LoraConfig, LoraKind, LoraModel, LoraTarget, LoraWeights};
 use crate::checkpoint::atomic_write;
 use crate::checkpoint::pytorch::{
-    burn_layout, tensor_values, to_safetensors, torch_key, torch_layout,
+    burn_layout, tensor_values, to_safetensors, torch_key, torch_layout, torch_shape,
 };
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, ParamInfo};
@@ -66,11 +66,11 @@ pub struct AdapterExtra {
     pub base_model_fingerprint: Fingerprint,
 }
 
-fn peft(path: &str) -> String {
+pub(super) fn peft(path: &str) -> String {
     format!("base_model.model.{path}")
 }
 
-fn factor_names(t: &LoraTarget) -> (String, String) {
+pub(super) fn factor_names(t: &LoraTarget) -> (String, String) {
     match t.kind {
         LoraKind::Embedding => (
             peft(&format!("{}.lora_embedding_A", t.module)),
@@ -84,7 +84,7 @@ fn factor_names(t: &LoraTarget) -> (String, String) {
 }
 
 /// `(PEFT shape of A, PEFT shape of B)`.
-fn factor_shapes(t: &LoraTarget, r: usize) -> (Vec<usize>, Vec<usize>) {
+pub(super) fn factor_shapes(t: &LoraTarget, r: usize) -> (Vec<usize>, Vec<usize>) {
     let (fan_in, fan_out) = t.fans();
     match t.kind {
         LoraKind::Conv2d => {
@@ -263,8 +263,7 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
         let infos = module_tensors(&model.base.param_summary().entries, &config.modules_to_save);
         let mut values = HashMap::new();
         for info in &infos {
-            let torch_shape = torch_layout(info, info.shape.clone(), vec![0.0; info.numel()]).0;
-            let data = read(&peft(&torch_key(info)), &torch_shape)?;
+            let data = read(&peft(&torch_key(info)), &torch_shape(info))?;
             values.insert(info.path.clone(), burn_layout(info, data));
         }
         let expected = 2 * adapter_targets_len(&model) + infos.len();
@@ -325,9 +324,9 @@ fn module_tensors(entries: &[ParamInfo], modules: &[String]) -> Vec<ParamInfo> {
 }
 
 /// Replaces the values at the given paths (shapes were checked before).
-struct SetValues {
-    stack: Vec<String>,
-    values: HashMap<String, Vec<f32>>,
+pub(super) struct SetValues {
+    pub(super) stack: Vec<String>,
+    pub(super) values: HashMap<String, Vec<f32>>,
 }
 
 impl<B: Backend> ModuleMapper<B> for SetValues {

@@ -6,6 +6,7 @@ mod bottleneck;
 mod files;
 mod fingerprint;
 mod lora;
+mod peft;
 
 pub use bottleneck::{BottleneckAdapter, BottleneckConfig};
 pub use files::{AdapterConfig, AdapterExtra, CONFIG_FILE, WEIGHTS_FILE};

@@ -19,6 +19,15 @@ pub(crate) fn torch_key(p: &ParamInfo) -> String {
     }
 }
 
+/// The shape of one tensor in PyTorch's layout (Linear weights `[out, in]`).
+pub(crate) fn torch_shape(p: &ParamInfo) -> Vec<usize> {
+    if p.owner == "Linear" && p.shape.len() == 2 {
+        vec![p.shape[1], p.shape[0]]
+    } else {
+        p.shape.clone()
+    }
+}
+
 /// burn → PyTorch layout of one tensor's values.
 pub(crate) fn torch_layout(
     p: &ParamInfo,

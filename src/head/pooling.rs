@@ -2,6 +2,7 @@
 //! encoders).
 
 use crate::backbone::Backbone;
+use crate::error::{Result, TransferError};
 use burn::module::{Module, ModuleDisplay};
 use burn::prelude::*;
 use core::marker::PhantomData;
@@ -24,6 +25,34 @@ pub trait SequenceBackbone<B: Backend>: Module<B> + ModuleDisplay {
     fn hidden_states(&self, input: Self::Input) -> SequenceFeatures<B>;
     /// Width of each hidden vector.
     fn hidden_dim(&self) -> usize;
+
+    /// Whether the encoder has a pooler of its own ([`Pooling::Pooler`]); none by default.
+    fn has_pooler(&self) -> bool {
+        false
+    }
+
+    /// The encoder's own pooler (BERT's `tanh(dense(·))`) over the first position's hidden
+    /// state `[batch, hidden]`; `None` when it has none (the default).
+    fn pool_first(&self, first: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        let _ = first;
+        None
+    }
+
+    /// The encoder with its pooler's parameters frozen (a pooling that does not use them
+    /// must not count them as trainable); unchanged by default.
+    fn freeze_pooler(self) -> Self
+    where
+        Self: Sized,
+    {
+        self
+    }
+
+    /// Sentence embeddings as sentence-transformers computes them with
+    /// `normalize_embeddings=True`: the mean over the real tokens, divided by its L2 norm
+    /// (`[batch, hidden]`, rows of length 1; [`Pooling::MeanNormalized`]).
+    fn sentence_embeddings(&self, input: Self::Input) -> Tensor<B, 2> {
+        Pooling::MeanNormalized.pool(self.hidden_states(input))
+    }
 }
 
 /// How a sequence of hidden states becomes one vector.
@@ -33,17 +62,37 @@ pub enum Pooling {
     Cls,
     /// The mean over non-padding positions (sentence-transformers' mean pooling).
     Mean,
+    /// [`Mean`](Self::Mean) divided by its L2 norm (sentence-transformers' `Normalize`
+    /// after mean pooling: the embedding cosine similarity is read from).
+    MeanNormalized,
+    /// The encoder's own pooler over the first position: BERT's `tanh(dense([CLS]))`, what
+    /// `BertForSequenceClassification` classifies. Only through [`Pooled`], and only for an
+    /// encoder that has one.
+    Pooler,
 }
 
 impl Pooling {
-    /// Pools `[batch, seq, hidden]` into `[batch, hidden]`.
+    /// Pools `[batch, seq, hidden]` into `[batch, hidden]`. [`Pooling::Pooler`] needs the
+    /// encoder's weights: here (without them) it takes the first position, as
+    /// [`Pooling::Cls`]; [`Pooled`] applies the pooler.
     pub fn pool<B: Backend>(&self, features: SequenceFeatures<B>) -> Tensor<B, 2> {
         let [batch, seq, hidden] = features.hidden.dims();
         match self {
-            Pooling::Cls => features
+            Pooling::Cls | Pooling::Pooler => features
                 .hidden
                 .slice([0..batch, 0..1, 0..hidden])
                 .reshape([batch, hidden]),
+            Pooling::MeanNormalized => {
+                let mean = Pooling::Mean.pool(features);
+                // torch's `F.normalize`: x / max(‖x‖, 1e-12).
+                let norm = mean
+                    .clone()
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .sqrt()
+                    .clamp_min(1e-12);
+                mean / norm
+            }
             Pooling::Mean => {
                 let keep = match features.padding_mask {
                     Some(mask) => mask.bool_not().float(),
@@ -69,13 +118,32 @@ pub struct Pooled<B: Backend, E> {
 }
 
 impl<B: Backend, E: SequenceBackbone<B>> Pooled<B, E> {
-    /// Pools `encoder`'s hidden states with `pooling`.
-    pub fn new(encoder: E, pooling: Pooling) -> Self {
-        Self {
+    /// Pools `encoder`'s hidden states with `pooling`. Unless the pooling is
+    /// [`Pooling::Pooler`], the encoder's pooler (if any) is frozen: it takes no part in the
+    /// features, so it must not count as trainable. An error when [`Pooling::Pooler`] is
+    /// asked of an encoder without a pooler.
+    pub fn new(encoder: E, pooling: Pooling) -> Result<Self> {
+        let encoder = match pooling {
+            Pooling::Pooler if !encoder.has_pooler() => {
+                return Err(TransferError::config(
+                    "pooling",
+                    "Pooler",
+                    "this encoder has no pooler of its own (e.g. a BERT built without one, or a checkpoint saved without `pooler.*`); pool with Cls, Mean or MeanNormalized instead",
+                ));
+            }
+            Pooling::Pooler => encoder,
+            _ => encoder.freeze_pooler(),
+        };
+        Ok(Self {
             encoder,
             pooling,
             _backend: PhantomData,
-        }
+        })
+    }
+
+    /// The pooling.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
     }
 }
 
@@ -83,7 +151,16 @@ impl<B: Backend, E: SequenceBackbone<B>> Backbone<B> for Pooled<B, E> {
     type Input = E::Input;
 
     fn features(&self, input: Self::Input) -> Tensor<B, 2> {
-        self.pooling.pool(self.encoder.hidden_states(input))
+        let pooled = self.pooling.pool(self.encoder.hidden_states(input));
+        match self.pooling {
+            // `new` checked that the pooler exists; an encoder swapped in since without one
+            // gets the first position, as `Pooling::pool` gives it.
+            Pooling::Pooler => match self.encoder.pool_first(pooled.clone()) {
+                Some(out) => out,
+                None => pooled,
+            },
+            _ => pooled,
+        }
     }
 
     fn feature_dim(&self) -> usize {

@@ -149,6 +149,28 @@ impl ImportOptions {
     }
 }
 
+impl ImportOptions {
+    /// A file key as the remapping rules rename it (each rule in order, every match
+    /// replaced), for files read outside [`import_weights`] (PEFT adapters).
+    pub(crate) fn rename(&self, key: &str) -> Result<String> {
+        let mut key = key.to_string();
+        for rule in &self.remaps {
+            check_regex(&rule.from)?;
+            let re = regex::Regex::new(&rule.from).map_err(|e| TransferError::InvalidPattern {
+                pattern: rule.from.clone(),
+                reason: e.to_string(),
+            })?;
+            key = re.replace_all(&key, rule.to.as_str()).into_owned();
+        }
+        Ok(key)
+    }
+
+    /// The layout the rules' files have.
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+}
+
 fn check_regex(pattern: &str) -> Result<()> {
     regex::Regex::new(pattern)
         .map(|_| ())

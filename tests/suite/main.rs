@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so that burn is instantiated (and compiled) once.
 
+mod bert;
 mod common;
 mod config;
 mod distill;

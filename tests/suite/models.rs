@@ -252,9 +252,7 @@ fn minilm_reproduces_sentence_transformers_embeddings() {
             &d,
         )
         .unwrap();
-    let pooled = Pooled::new(bert, Pooling::Mean).features(input);
-    let norm = pooled.clone().powf_scalar(2.0).sum_dim(1).sqrt();
-    let unit = pooled / norm;
+    let unit = bert.sentence_embeddings(input);
     let rows = unit.into_data().to_vec::<f32>().unwrap();
     let (a, b) = rows.split_at(384);
     let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -466,7 +464,7 @@ fn bert_bottleneck_adapters_start_as_identity_and_train_alone() {
 
     // Houlsby's recipe: adapters, layer norms and the head train; nothing else moves.
     let model = TransferModel::new(
-        Pooled::new(adapted, Pooling::Mean),
+        Pooled::new(adapted, Pooling::Mean).unwrap(),
         LinearHead::new(16, 2, &d).unwrap(),
     )
     .unwrap()

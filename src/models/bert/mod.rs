@@ -35,7 +35,7 @@ pub use layers::{
 pub use tokenizer::BertTokenizer;
 
 use crate::error::Result;
-use crate::freeze::ToInner;
+use crate::freeze::{Freeze, ToInner};
 use crate::head::{SequenceBackbone, SequenceFeatures};
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
@@ -253,5 +253,21 @@ impl<B: Backend> SequenceBackbone<B> for Bert<B> {
 
     fn hidden_dim(&self) -> usize {
         self.hidden_size
+    }
+
+    fn has_pooler(&self) -> bool {
+        self.pooler.is_some()
+    }
+
+    fn pool_first(&self, first: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        let [batch, width] = first.dims();
+        self.pooler
+            .as_ref()
+            .map(|pooler| pooler.forward(first.reshape([batch, 1, width])))
+    }
+
+    fn freeze_pooler(mut self) -> Self {
+        self.pooler = self.pooler.map(|pooler| pooler.freeze());
+        self
     }
 }
