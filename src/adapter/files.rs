@@ -208,23 +208,7 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             Err(StampError::Malformed(why)) => return Err(corrupt(why)),
         }
         let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let view = file
-                .tensor(name)
-                .map_err(|_| corrupt(format!("tensor `{name}` is missing")))?;
-            if view.dtype() != Dtype::F32 || view.shape() != shape {
-                return Err(corrupt(format!(
-                    "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
-                    view.dtype(),
-                    view.shape()
-                )));
-            }
-            Ok(view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
+        let read = |name: &str, shape: &[usize]| read_f32(&file, name, shape, &corrupt);
 
         let lora_config = LoraConfig {
             r: config.r,
@@ -245,18 +229,12 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             let (na, nb) = factor_names(t);
             let (sa, sb) = factor_shapes(t, config.r);
             let (fan_in, fan_out) = t.fans();
-            let a = read(&na, &sa)?;
-            let b = read(&nb, &sb)?;
-            weights.push(LoraWeights {
-                lora_a: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(a, [config.r, fan_in]),
-                    &device,
-                )),
-                lora_b: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(b, [fan_out, config.r]),
-                    &device,
-                )),
-            });
+            weights.push(factors(
+                read(&na, &sa)?,
+                read(&nb, &sb)?,
+                [config.r, fan_in, fan_out],
+                &device,
+            ));
         }
         adapter.weights = weights;
 
@@ -273,23 +251,87 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
                 file.len()
             )));
         }
-        let selected: Vec<String> = values
-            .keys()
-            .filter(|p| !crate::freeze::is_buffer_path(p))
-            .cloned()
-            .collect();
-        model.base = model.base.map(&mut SetValues {
-            stack: Vec::new(),
-            values,
-        });
-        if !selected.is_empty() {
-            let patterns: Vec<&str> = selected.iter().map(String::as_str).collect();
-            model.base = model
-                .base
-                .unfreeze_matching(crate::freeze::Selector::globs(patterns)?)?;
-        }
+        model.base = replace_and_train(model.base, values)?;
         Ok(model)
     }
+}
+
+/// A target's factors from their values: `A` `[r, fan_in]`, `B` `[fan_out, r]`.
+pub(super) fn factors<B: Backend>(
+    a: Vec<f32>,
+    b: Vec<f32>,
+    [r, fan_in, fan_out]: [usize; 3],
+    device: &B::Device,
+) -> LoraWeights<B> {
+    let param = |values: Vec<f32>, shape: [usize; 2]| {
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+    };
+    LoraWeights {
+        lora_a: param(a, [r, fan_in]),
+        lora_b: param(b, [fan_out, r]),
+    }
+}
+
+/// `base` with the parameters at `values`' paths replaced (PEFT's `modules_to_save`,
+/// shapes checked before) and made trainable, as they were when the adapter was saved;
+/// running statistics among them are replaced and stay buffers.
+pub(super) fn replace_and_train<B: Backend, M: Module<B>>(
+    base: M,
+    values: HashMap<String, Vec<f32>>,
+) -> Result<M> {
+    let trained: Vec<String> = values
+        .keys()
+        .filter(|p| !crate::freeze::is_buffer_path(p))
+        .cloned()
+        .collect();
+    let base = base.map(&mut SetValues {
+        stack: Vec::new(),
+        values,
+    });
+    if trained.is_empty() {
+        return Ok(base);
+    }
+    let patterns: Vec<&str> = trained.iter().map(String::as_str).collect();
+    base.unfreeze_matching(crate::freeze::Selector::globs(patterns)?)
+}
+
+/// `name` from an adapter file as `f32` values, checked to be of `shape` (float32, or
+/// float16 / bfloat16 widened: PEFT saves an adapter in the precision it trained in).
+pub(super) fn read_f32(
+    file: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+    corrupt: &dyn Fn(String) -> TransferError,
+) -> Result<Vec<f32>> {
+    let view = file
+        .tensor(name)
+        .map_err(|_| corrupt(format!("tensor `{name}` is missing")))?;
+    if view.shape() != shape {
+        return Err(corrupt(format!(
+            "tensor `{name}` is {:?}, expected {shape:?}",
+            view.shape()
+        )));
+    }
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(corrupt(format!(
+                "tensor `{name}` is {other:?}; adapters load from float32, float16 or bfloat16"
+            )));
+        }
+    })
 }
 
 fn adapter_targets_len<B: Backend, M>(model: &LoraModel<B, M>) -> usize {
@@ -324,9 +366,9 @@ fn module_tensors(entries: &[ParamInfo], modules: &[String]) -> Vec<ParamInfo> {
 }
 
 /// Replaces the values at the given paths (shapes were checked before).
-pub(super) struct SetValues {
-    pub(super) stack: Vec<String>,
-    pub(super) values: HashMap<String, Vec<f32>>,
+struct SetValues {
+    stack: Vec<String>,
+    values: HashMap<String, Vec<f32>>,
 }
 
 impl<B: Backend> ModuleMapper<B> for SetValues {

@@ -7,18 +7,21 @@
 //! rule where the model sits inside a larger one), so whatever loads the checkpoint also
 //! places its adapter.
 
-use super::files::{CONFIG_FILE, SetValues, WEIGHTS_FILE, factor_names, factor_shapes, peft};
-use super::lora::{LoraConfig, LoraModel, LoraWeights};
+use super::files::{
+    CONFIG_FILE, WEIGHTS_FILE, factor_names, factor_shapes, factors, peft, read_f32,
+    replace_and_train,
+};
+use super::lora::{LoraConfig, LoraModel};
 use crate::checkpoint::pytorch::{burn_layout, torch_key, torch_shape};
 use crate::error::{Result, TransferError};
-use crate::freeze::{Freeze, Selector};
+use crate::freeze::Freeze;
 use crate::import::{ImportOptions, Layout};
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::prelude::*;
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::SafeTensors;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The fields of PEFT's `adapter_config.json` a LoRA adapter needs; the others (PEFT writes
 /// some forty) are ignored, and those that would change the computation are refused.
@@ -171,9 +174,7 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             reason: format!("{why}; the adapter file is damaged or not PEFT's"),
         };
         let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            read_f32(&file, name, shape, &weights_path)
-        };
+        let read = |name: &str, shape: &[usize]| read_f32(&file, name, shape, &corrupt);
         let tensors = sort_keys(
             file.names().into_iter().map(str::to_string).collect(),
             &corrupt,
@@ -221,18 +222,12 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             let peft_name = |ours: &str| ours.replacen(&peft(&target.module), &peft(module), 1);
             let (a_shape, b_shape) = factor_shapes(target, config.r);
             let (fan_in, fan_out) = target.fans();
-            let a = read(&peft_name(&a_name), &a_shape)?;
-            let b = read(&peft_name(&b_name), &b_shape)?;
-            weights.push(LoraWeights {
-                lora_a: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(a, [config.r, fan_in]),
-                    &device,
-                )),
-                lora_b: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(b, [fan_out, config.r]),
-                    &device,
-                )),
-            });
+            weights.push(factors(
+                read(&peft_name(&a_name), &a_shape)?,
+                read(&peft_name(&b_name), &b_shape)?,
+                [config.r, fan_in, fan_out],
+                &device,
+            ));
         }
         adapter.weights = weights;
 
@@ -256,57 +251,7 @@ impl<B: Backend, M: Module<B>> LoraModel<B, M> {
             };
             values.insert(info.path.clone(), data);
         }
-        let trained: Vec<String> = values
-            .keys()
-            .filter(|p| !crate::freeze::is_buffer_path(p))
-            .cloned()
-            .collect();
-        model.base = model.base.map(&mut SetValues {
-            stack: Vec::new(),
-            values,
-        });
-        if !trained.is_empty() {
-            let patterns: Vec<&str> = trained.iter().map(String::as_str).collect();
-            model.base = model.base.unfreeze_matching(Selector::globs(patterns)?)?;
-        }
+        model.base = replace_and_train(model.base, values)?;
         Ok(model)
     }
-}
-
-/// `name` from the file as `f32` values, checked to be of `shape` (float32, or float16 /
-/// bfloat16 widened: PEFT saves an adapter in the precision it trained in).
-fn read_f32(file: &SafeTensors, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
-    let corrupt = |why: String| TransferError::Checkpoint {
-        path: PathBuf::from(path),
-        reason: format!("{why}; the adapter file is damaged or not PEFT's"),
-    };
-    let view = file
-        .tensor(name)
-        .map_err(|_| corrupt(format!("tensor `{name}` is missing")))?;
-    if view.shape() != shape {
-        return Err(corrupt(format!(
-            "tensor `{name}` is {:?}, expected {shape:?}",
-            view.shape()
-        )));
-    }
-    let data = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(corrupt(format!(
-                "tensor `{name}` is {other:?}; adapters load from float32, float16 or bfloat16"
-            )));
-        }
-    })
 }

@@ -50,20 +50,7 @@ const CUBIC: f32 = 0.044_715;
 /// );
 /// ```
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() != DType::F32 || x.dims().iter().product::<usize>() == 0 {
-        return burn::tensor::activation::gelu(x);
-    }
-    let dims = x.dims();
-    match route(
-        &Gelu {
-            dims,
-            kind: Kind::Exact,
-        },
-        x,
-    ) {
-        Ok(y) => y,
-        Err(x) => burn::tensor::activation::gelu(x),
-    }
+    routed(Kind::Exact, x)
 }
 
 /// burn's `gelu_approximate(x)`, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`: the same
@@ -81,19 +68,23 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// );
 /// ```
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    routed(Kind::Tanh, x)
+}
+
+/// The fused operation where it applies, burn's own otherwise (other float types, empty
+/// tensors, backends that take their own).
+fn routed<B: Backend, const D: usize>(kind: Kind, x: Tensor<B, D>) -> Tensor<B, D> {
+    let burns = match kind {
+        Kind::Exact => burn::tensor::activation::gelu::<D, B>,
+        Kind::Tanh => burn::tensor::activation::gelu_approximate::<D, B>,
+    };
     if x.dtype() != DType::F32 || x.dims().iter().product::<usize>() == 0 {
-        return burn::tensor::activation::gelu_approximate(x);
+        return burns(x);
     }
     let dims = x.dims();
-    match route(
-        &Gelu {
-            dims,
-            kind: Kind::Tanh,
-        },
-        x,
-    ) {
+    match route(&Gelu { dims, kind }, x) {
         Ok(y) => y,
-        Err(x) => burn::tensor::activation::gelu_approximate(x),
+        Err(x) => burns(x),
     }
 }
 
