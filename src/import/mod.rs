@@ -155,12 +155,9 @@ impl ImportOptions {
     pub(crate) fn rename(&self, key: &str) -> Result<String> {
         let mut key = key.to_string();
         for rule in &self.remaps {
-            check_regex(&rule.from)?;
-            let re = regex::Regex::new(&rule.from).map_err(|e| TransferError::InvalidPattern {
-                pattern: rule.from.clone(),
-                reason: e.to_string(),
-            })?;
-            key = re.replace_all(&key, rule.to.as_str()).into_owned();
+            key = compiled(&rule.from)?
+                .replace_all(&key, rule.to.as_str())
+                .into_owned();
         }
         Ok(key)
     }
@@ -172,12 +169,15 @@ impl ImportOptions {
 }
 
 fn check_regex(pattern: &str) -> Result<()> {
-    regex::Regex::new(pattern)
-        .map(|_| ())
-        .map_err(|e| TransferError::InvalidPattern {
-            pattern: pattern.to_string(),
-            reason: format!("not a valid regular expression ({e})"),
-        })
+    compiled(pattern).map(|_| ())
+}
+
+/// The regular expression, or an error naming the pattern.
+fn compiled(pattern: &str) -> Result<regex::Regex> {
+    regex::Regex::new(pattern).map_err(|e| TransferError::InvalidPattern {
+        pattern: pattern.to_string(),
+        reason: format!("not a valid regular expression ({e})"),
+    })
 }
 
 /// Detects the format of a weights file from its first bytes.

@@ -257,9 +257,15 @@ impl<B: Backend> BertPooler<B> {
     /// `[batch, seq, hidden]` → `[batch, hidden]`.
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let [batch, _, width] = hidden.dims();
-        let cls = hidden
-            .slice([0..batch, 0..1, 0..width])
-            .reshape([batch, width]);
+        self.pool_cls(
+            hidden
+                .slice([0..batch, 0..1, 0..width])
+                .reshape([batch, width]),
+        )
+    }
+
+    /// `[batch, hidden]` hidden states of `[CLS]` → `tanh(dense(·))`.
+    pub fn pool_cls(&self, cls: Tensor<B, 2>) -> Tensor<B, 2> {
         linear(&self.dense, cls).tanh()
     }
 }

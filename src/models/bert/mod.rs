@@ -260,10 +260,7 @@ impl<B: Backend> SequenceBackbone<B> for Bert<B> {
     }
 
     fn pool_first(&self, first: Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        let [batch, width] = first.dims();
-        self.pooler
-            .as_ref()
-            .map(|pooler| pooler.forward(first.reshape([batch, 1, width])))
+        self.pooler.as_ref().map(|pooler| pooler.pool_cls(first))
     }
 
     fn freeze_pooler(mut self) -> Self {
