@@ -30,6 +30,7 @@
 use crate::error::Result;
 #[cfg(feature = "cpu-kernels")]
 use crate::error::TransferError;
+use crate::freeze::FrozenNorm;
 use burn::module::AutodiffModule;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
@@ -253,12 +254,24 @@ pub(crate) enum NormActivation {
 /// `activation(layer.forward(x) + residual)` for burn's `BatchNorm` over NCHW maps: one
 /// pass forward (and its own backward) on the CPU backends, where the norm is otherwise
 /// about fifteen recorded operations on a CNN's largest tensors.
+///
+/// A norm whose scale and shift are both frozen, in training, follows `frozen`: with
+/// [`FrozenNorm::RunningStatistics`] it normalises with its running statistics and leaves
+/// them unchanged (see [`FrozenNorm`] for why), otherwise as burn's does.
 pub(crate) fn batch_norm<B: Backend>(
     layer: &BatchNorm<B>,
     x: Tensor<B, 4>,
     residual: Option<Tensor<B, 4>>,
     activation: NormActivation,
+    frozen: FrozenNorm,
 ) -> Tensor<B, 4> {
+    if frozen == FrozenNorm::RunningStatistics
+        && B::ad_enabled(&x.device())
+        && !layer.gamma.is_require_grad()
+        && !layer.beta.is_require_grad()
+    {
+        return running_batch_norm(layer, x, residual, activation);
+    }
     #[cfg(feature = "cpu-kernels")]
     {
         use burn_cpu_kernels::batch_norm::{NormActivation as Kernel, batch_norm};
@@ -270,18 +283,44 @@ pub(crate) fn batch_norm<B: Backend>(
         batch_norm(layer, x, residual, activation)
     }
     #[cfg(not(feature = "cpu-kernels"))]
-    {
-        let y = layer.forward(x);
-        let y = match residual {
-            Some(r) => y + r,
-            None => y,
-        };
-        match activation {
-            NormActivation::Identity => y,
-            NormActivation::Relu => burn::tensor::activation::relu(y),
-            NormActivation::Relu6 => y.clamp(0.0, 6.0),
-        }
+    residual_activation(layer.forward(x), residual, activation)
+}
+
+/// `activation(y + residual)` with burn's operations.
+fn residual_activation<B: Backend>(
+    y: Tensor<B, 4>,
+    residual: Option<Tensor<B, 4>>,
+    activation: NormActivation,
+) -> Tensor<B, 4> {
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    match activation {
+        NormActivation::Identity => y,
+        NormActivation::Relu => burn::tensor::activation::relu(y),
+        NormActivation::Relu6 => y.clamp(0.0, 6.0),
     }
+}
+
+/// The norm with its running statistics, as in inference, inside a training graph: a
+/// per-channel affine map of `x` (constants: nothing flows back to the norm's parameters or
+/// statistics), then the residual and the activation.
+fn running_batch_norm<B: Backend>(
+    layer: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    residual: Option<Tensor<B, 4>>,
+    activation: NormActivation,
+) -> Tensor<B, 4> {
+    let channels = layer.gamma.dims()[0];
+    // `value_sync`: updates made while the norm trained (before it was frozen) count, as
+    // they do in the inference model (`valid()` syncs); `value()` may miss the last one.
+    let mean = layer.running_mean.value_sync().detach();
+    let var = layer.running_var.value_sync().detach();
+    let scale = layer.gamma.val().detach() / var.add_scalar(layer.epsilon).sqrt();
+    let shift = layer.beta.val().detach() - mean * scale.clone();
+    let y = x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1]);
+    residual_activation(y, residual, activation)
 }
 
 /// `layer.forward(x)` for a 2-D convolution (NCHW).

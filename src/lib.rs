@@ -83,7 +83,7 @@ pub mod prelude {
         EarlyStopping, FineTuneSession, FineTuner, FitOutcome, History, LrSchedule, Monitor,
         OptimizerKind, ValidBatch,
     };
-    pub use crate::freeze::{Freeze, Frozen, ParamSummary, Selector, UnfreezeSchedule};
+    pub use crate::freeze::{Freeze, Frozen, FrozenNorm, ParamSummary, Selector, UnfreezeSchedule};
     pub use crate::head::{
         Head, LinearHead, MlpHead, MlpHeadConfig, Pooled, Pooling, SequenceBackbone,
         SequenceFeatures, TransferModel,

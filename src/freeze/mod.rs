@@ -7,15 +7,18 @@
 //!
 //! For a part that must never change, whatever is done to the rest of the model, wrap it in
 //! [`Frozen`]: it runs on the non-autodiff backend, so it cannot be trained, and BatchNorm
-//! inside it keeps its running statistics.
+//! inside it keeps its running statistics. A BatchNorm frozen by path in this crate's CNNs
+//! does the same by default ([`FrozenNorm`]).
 
 mod frozen;
+mod norm;
 mod paths;
 mod schedule;
 mod selector;
 mod summary;
 
 pub use frozen::{Frozen, ToInner};
+pub use norm::FrozenNorm;
 pub use paths::{ParamInfo, is_buffer_path, materialize};
 pub use schedule::{UnfreezeSchedule, UnfreezeStep};
 pub use selector::{GlobPattern, Selector};

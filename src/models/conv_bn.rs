@@ -1,5 +1,6 @@
 //! Convolution + batch norm (+ activation): the unit torchvision's CNNs are built from.
 
+use crate::freeze::FrozenNorm;
 use crate::kernels::NormActivation;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -48,6 +49,9 @@ pub struct ConvBn<B: Backend> {
     pub bn: BatchNorm<B>,
     #[module(skip)]
     activation: Activation,
+    /// What the norm does when frozen.
+    #[module(skip)]
+    frozen_norm: FrozenNorm,
 }
 
 /// Shape of a [`ConvBn`]: channels, square kernel, stride and groups; padding is
@@ -95,6 +99,15 @@ impl<B: Backend> ConvBn<B> {
             conv: conv(spec, pad, device),
             bn: BatchNormConfig::new(spec.output).init(device),
             activation,
+            frozen_norm: FrozenNorm::default(),
+        }
+    }
+
+    /// The unit with its norm behaving as `frozen_norm` says when frozen.
+    pub fn with_frozen_norm(self, frozen_norm: FrozenNorm) -> Self {
+        Self {
+            frozen_norm,
+            ..self
         }
     }
 
@@ -107,7 +120,13 @@ impl<B: Backend> ConvBn<B> {
     /// operation with the norm where the kernels run.
     pub fn forward_plus(&self, x: Tensor<B, 4>, residual: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
         let y = crate::kernels::conv2d(&self.conv, x);
-        crate::kernels::batch_norm(&self.bn, y, residual, self.activation.after_norm())
+        crate::kernels::batch_norm(
+            &self.bn,
+            y,
+            residual,
+            self.activation.after_norm(),
+            self.frozen_norm,
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use super::WithLinearHead;
 use super::conv_bn::{Activation, ConvBn, ConvSpec, global_avg_pool};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
+use crate::freeze::FrozenNorm;
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
@@ -184,6 +185,27 @@ impl<B: Backend> MobileNetV2<B> {
         };
         crate::freeze::materialize(&model);
         Ok(model)
+    }
+
+    /// Sets what every BatchNorm of the body does when frozen ([`FrozenNorm`]; by default
+    /// it normalises with its running statistics, leaving them unchanged).
+    pub fn with_frozen_norm(self, frozen_norm: FrozenNorm) -> Self {
+        let unit = |u: ConvBn<B>| u.with_frozen_norm(frozen_norm);
+        Self {
+            stem: unit(self.stem),
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|b| InvertedResidual {
+                    expand: b.expand.map(unit),
+                    depthwise: unit(b.depthwise),
+                    project: unit(b.project),
+                    residual: b.residual,
+                })
+                .collect(),
+            last: unit(self.last),
+            ..self
+        }
     }
 
     /// The feature map before pooling, `[batch, 1280, h/32, w/32]`.

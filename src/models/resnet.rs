@@ -11,6 +11,7 @@ use super::WithLinearHead;
 use super::conv_bn::{ConvSpec, conv, global_avg_pool};
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
+use crate::freeze::FrozenNorm;
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use burn::module::Module;
@@ -48,6 +49,9 @@ pub struct ResidualBlock<B: Backend> {
     pub bn3: Option<BatchNorm<B>>,
     /// Shortcut projection when the shape changes.
     pub downsample: Option<Downsample<B>>,
+    /// What its norms do when frozen.
+    #[module(skip)]
+    frozen_norm: FrozenNorm,
 }
 
 impl<B: Backend> ResidualBlock<B> {
@@ -85,12 +89,16 @@ impl<B: Backend> ResidualBlock<B> {
                 conv: conv(ConvSpec::new(input, output, 1, stride), 0, device),
                 bn: bn(output),
             }),
+            frozen_norm: FrozenNorm::default(),
         }
     }
 
     /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        use crate::kernels::{NormActivation, batch_norm, conv2d};
+        use crate::kernels::{NormActivation, conv2d};
+        let batch_norm = |bn, x, residual, activation| {
+            crate::kernels::batch_norm(bn, x, residual, activation, self.frozen_norm)
+        };
         let relu = NormActivation::Relu;
         let shortcut = match &self.downsample {
             Some(d) => batch_norm(
@@ -195,6 +203,8 @@ pub struct ResNet<B: Backend> {
     pub layer4: Vec<ResidualBlock<B>>,
     pool: MaxPool2d,
     feature_dim: usize,
+    #[module(skip)]
+    frozen_norm: FrozenNorm,
 }
 
 impl<B: Backend> ResNet<B> {
@@ -239,9 +249,29 @@ impl<B: Backend> ResNet<B> {
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(),
             feature_dim: config.feature_dim(),
+            frozen_norm: FrozenNorm::default(),
         };
         crate::freeze::materialize(&model);
         Ok(model)
+    }
+
+    /// Sets what every BatchNorm of the body does when frozen ([`FrozenNorm`]; by default
+    /// it normalises with its running statistics, leaving them unchanged).
+    pub fn with_frozen_norm(self, frozen_norm: FrozenNorm) -> Self {
+        let stage = |blocks: Vec<ResidualBlock<B>>| {
+            blocks
+                .into_iter()
+                .map(|b| ResidualBlock { frozen_norm, ..b })
+                .collect()
+        };
+        Self {
+            layer1: stage(self.layer1),
+            layer2: stage(self.layer2),
+            layer3: stage(self.layer3),
+            layer4: stage(self.layer4),
+            frozen_norm,
+            ..self
+        }
     }
 
     /// The feature map before pooling, `[batch, features, h/32, w/32]`.
@@ -259,6 +289,7 @@ impl<B: Backend> ResNet<B> {
             crate::kernels::conv2d(&self.conv1, images),
             None,
             crate::kernels::NormActivation::Relu,
+            self.frozen_norm,
         );
         let mut x = crate::kernels::max_pool2d(&self.pool, x);
         let mut maps = Vec::with_capacity(4);

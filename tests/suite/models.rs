@@ -2,33 +2,20 @@
 //! torchvision's layout, and the real checkpoints (MiniLM, MobileNetV2) when
 //! `scripts/fetch-weights.sh` has put them in place.
 
-use crate::common::{Inner, device};
+use crate::common::{Inner, device, real_weights};
 use crate::import::{f32_bytes, write_raw};
+use burn::module::AutodiffModule;
 use burn::prelude::*;
+use burn::tensor::{Distribution, Tolerance};
 use burn_transfer::import::{ImportOptions, import_weights};
 use burn_transfer::models::bert::bert_import_options;
 use burn_transfer::models::mobilenet_v2::mobilenet_v2_import_options;
 use burn_transfer::models::{
     Bert, BertConfig, BertTokenizer, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig,
-    weights_dir,
 };
 use burn_transfer::prelude::*;
 use safetensors::Dtype;
-use std::path::{Path, PathBuf};
-
-/// The real weights, or `None` with a message saying which command provides them.
-fn real_weights(relative: &str) -> Option<PathBuf> {
-    let path = weights_dir()?.join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "SKIPPED: {} not found; run scripts/fetch-weights.sh (or set BURN_TRANSFER_WEIGHTS)",
-            path.display()
-        );
-        None
-    }
-}
+use std::path::Path;
 
 #[test]
 fn parameter_counts_equal_torchvisions() {
@@ -408,7 +395,6 @@ fn corrupt_pth_files_are_errors_never_panics() {
 #[test]
 fn bert_bottleneck_adapters_start_as_identity_and_train_alone() {
     use crate::common::B;
-    use burn::module::AutodiffModule;
     use burn_transfer::models::BertInput;
     let d = device();
     let config = BertConfig::all_minilm_l6_v2().shallower(2).narrower(16, 4);
@@ -540,4 +526,104 @@ fn cnn_stage_maps_feed_attention_transfer_between_teacher_and_student() {
     let maps = mobile.stage_maps(images);
     let channels: Vec<usize> = maps.iter().map(|m| m.dims()[1]).collect();
     assert_eq!(channels, vec![8, 16, 16, 32, 48, 80, 160]);
+}
+
+/// Images whose statistics are far from the running ones the norms hold (as a new domain's
+/// are from ImageNet's), with labels.
+fn shifted_images<Bk: Backend>(seed: u64) -> ClassificationBatch<Bk, Tensor<Bk, 4>> {
+    let d = Default::default();
+    Bk::seed(&d, seed);
+    let x = Tensor::<Bk, 4>::random([4, 3, 32, 32], Distribution::Normal(2.0, 3.0), &d);
+    ClassificationBatch::new(x, Tensor::from_ints([0, 1, 2, 0], &d))
+}
+
+#[test]
+fn batch_norms_frozen_by_path_normalise_with_their_running_statistics() {
+    type A = burn::backend::Autodiff<Inner>;
+    let d = device();
+    A::seed(&d, 5);
+    let body = ResNet::<A>::new(&ResNetConfig::student(4), &d).unwrap();
+    // Running statistics of their own (not 0 and 1), from a few steps in training mode.
+    for seed in 0..3 {
+        let _ = body.features(shifted_images::<A>(seed).inputs.mul_scalar(0.5));
+    }
+    let model = TransferModel::with_linear_head(body, 3, &d)
+        .unwrap()
+        .freeze_matching("backbone")
+        .unwrap();
+    let running = |m: &TransferModel<A, ResNet<A>, LinearHead<A>>| {
+        m.backbone.layer2[0]
+            .bn2
+            .running_mean
+            .value_sync()
+            .into_data()
+    };
+    let images = shifted_images::<A>(9);
+
+    // The default: a frozen norm computes in training what it computes in inference, and
+    // its statistics stay.
+    let train = model.forward(images.inputs.clone());
+    let inference = model.valid().forward(images.inputs.clone().inner());
+    train
+        .inner()
+        .into_data()
+        .assert_approx_eq::<f32>(&inference.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+    let before = running(&model);
+    let mut session = crate::common::quiet(FineTuner::<A>::new().learning_rate(1e-2))
+        .session(model)
+        .unwrap();
+    session.begin_epoch(1).unwrap();
+    session.train_step(images.clone(), 1.0).unwrap();
+    let model = session.into_model();
+    assert_eq!(running(&model), before, "a frozen norm's statistics moved");
+
+    // PyTorch's `train()` behaviour on request: batch statistics, running ones updated.
+    let (body, head) = model.into_parts();
+    let model =
+        TransferModel::new(body.with_frozen_norm(FrozenNorm::BatchStatistics), head).unwrap();
+    let train = model.forward(images.inputs.clone());
+    let inference = model.valid().forward(images.inputs.clone().inner());
+    let gap = (train.inner() - inference).abs().max().into_scalar();
+    assert!(
+        gap > 1e-2,
+        "batch statistics should differ from the running ones: {gap}"
+    );
+    assert_ne!(running(&model), before);
+}
+
+#[test]
+fn gradients_flow_through_frozen_norms_to_the_convolutions_that_train() {
+    type A = burn::backend::Autodiff<Inner>;
+    let d = device();
+    A::seed(&d, 6);
+    let body = MobileNetV2::<A>::new(&MobileNetV2Config::student(), &d).unwrap();
+    // Every norm frozen, every convolution and the head trained (torchvision's detection
+    // recipe with FrozenBatchNorm2d).
+    let model = TransferModel::with_linear_head(body, 3, &d)
+        .unwrap()
+        .freeze_matching(Selector::globs(["*.bn.*"]).unwrap())
+        .unwrap();
+    let norms = |m: &TransferModel<A, MobileNetV2<A>, LinearHead<A>>| {
+        let stem = &m.backbone.stem.bn;
+        (
+            stem.running_var.value_sync().into_data(),
+            stem.gamma.val().into_data(),
+        )
+    };
+    let conv = |m: &TransferModel<A, MobileNetV2<A>, LinearHead<A>>| {
+        m.backbone.stem.conv.weight.val().into_data()
+    };
+    let (norms_before, conv_before) = (norms(&model), conv(&model));
+    let mut session = crate::common::quiet(FineTuner::<A>::new().learning_rate(1e-2))
+        .session(model)
+        .unwrap();
+    session.begin_epoch(1).unwrap();
+    session.train_step(shifted_images::<A>(1), 1.0).unwrap();
+    let model = session.into_model();
+    assert_eq!(norms(&model), norms_before);
+    assert_ne!(
+        conv(&model),
+        conv_before,
+        "the stem's convolution got no gradient"
+    );
 }
