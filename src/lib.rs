@@ -13,7 +13,9 @@
 //!   schedules, per-group learning rates, clipping, accumulation, validation, early stopping,
 //!   checkpoints, exact resume, history);
 //! - [`distill`] and [`loss`]: a [`Distiller`](distill::Distiller) whose teacher cannot be
-//!   trained, and the distillation losses;
+//!   trained (on the student's backend, or another one through
+//!   [`TeacherOn`](distill::TeacherOn)), and the distillation losses;
+//! - [`cross_backend`]: inputs and outputs copied between backends and devices;
 //! - [`adapter`]: LoRA and bottleneck adapters, PEFT's file format;
 //! - [`checkpoint`]: atomic saving and loading of weights;
 //! - [`import`]: loading PyTorch / safetensors checkpoints, with a report and strict mode;
@@ -53,6 +55,7 @@
 pub mod adapter;
 pub mod backbone;
 pub mod checkpoint;
+pub mod cross_backend;
 pub mod distill;
 pub mod error;
 pub mod finetune;

@@ -15,6 +15,7 @@ use burn::tensor::Tolerance;
 use burn::tensor::backend::AutodiffBackend;
 use burn_transfer::adapter::{LoraConfig, LoraModel};
 use burn_transfer::checkpoint::{load_model_bytes, model_to_bytes};
+use burn_transfer::distill::TeacherOn;
 use burn_transfer::finetune::Monitor;
 use burn_transfer::kernels::cpu::{activation::gelu_tanh, conv::conv2d, pool::max_pool2d};
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
@@ -196,6 +197,98 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
         .unwrap();
     let h = &outcome.history.epochs;
     assert!(h.last().unwrap().train_loss < h[0].train_loss, "{h:?}");
+
+    distils_across_backends::<G>(&x, &y);
+}
+
+/// A teacher on `G` teaches a student on ndarray, and a teacher on ndarray a student on `G`
+/// (`TeacherOn`): both runs follow the run with teacher and student on ndarray.
+fn distils_across_backends<G: AutodiffBackend>(x: &[f32], y: &[i64]) {
+    let (cd, gd) = (Default::default(), Default::default());
+    C::seed(&cd, 5);
+    let teacher_c =
+        TransferModel::with_linear_head(MlpBackbone::<C>::new(&[6, 10], &cd).unwrap(), 3, &cd)
+            .unwrap();
+    let teacher_g = moved(
+        &teacher_c,
+        TransferModel::with_linear_head(MlpBackbone::<G>::new(&[6, 10], &gd).unwrap(), 3, &gd)
+            .unwrap(),
+    );
+    let student_c =
+        TransferModel::with_linear_head(MlpBackbone::<C>::new(&[6, 4], &cd).unwrap(), 3, &cd)
+            .unwrap();
+    let student_g = moved(
+        &student_c,
+        TransferModel::with_linear_head(MlpBackbone::<G>::new(&[6, 4], &gd).unwrap(), 3, &gd)
+            .unwrap(),
+    );
+    let rows = y.len();
+    let batch_c = vec![ClassificationBatch::new(
+        tensor::<C, 2>(x, [rows, 6]),
+        Tensor::from_data(TensorData::new(y.to_vec(), [rows]), &cd),
+    )];
+    let batch_g = vec![ClassificationBatch::new(
+        tensor::<G, 2>(x, [rows, 6]),
+        Tensor::from_data(TensorData::new(y.to_vec(), [rows]), &gd),
+    )];
+    let loss = DistillLossConfig::new()
+        .with_temperature(2.0)
+        .with_alpha(0.5);
+    let losses = |h: &burn_transfer::finetune::History| -> Vec<f64> {
+        h.epochs.iter().map(|e| e.train_loss).collect()
+    };
+    let tuner_c = || {
+        FineTuner::<C>::new()
+            .learning_rate(1e-2)
+            .epochs(3)
+            .verbose(false)
+            .monitor(Monitor::TrainLoss)
+    };
+    let tuner_g = || {
+        FineTuner::<G>::new()
+            .learning_rate(1e-2)
+            .epochs(3)
+            .verbose(false)
+            .monitor(Monitor::TrainLoss)
+    };
+    let local = Distiller::new(teacher_c.valid(), loss.clone(), tuner_c())
+        .unwrap()
+        .fit(student_c.clone(), &batch_c, None)
+        .unwrap();
+    let teacher_there = Distiller::new(
+        TeacherOn::<NdArray, G::InnerBackend, _>::new(teacher_g.valid()),
+        loss.clone(),
+        tuner_c(),
+    )
+    .unwrap()
+    .fit(student_c, &batch_c, None)
+    .unwrap();
+    let student_there = Distiller::new(
+        TeacherOn::<G::InnerBackend, NdArray, _>::new(teacher_c.valid()),
+        loss,
+        tuner_g(),
+    )
+    .unwrap()
+    .fit(student_g, &batch_g, None)
+    .unwrap();
+    let expected = losses(&local.history);
+    for run in [&teacher_there.history, &student_there.history] {
+        assert_eq!(run.epochs.len(), expected.len());
+        for (a, b) in losses(run).iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-4, "{:?} vs {expected:?}", losses(run));
+        }
+    }
+    let probe = |m: &TransferModel<NdArray, MlpBackbone<NdArray>, LinearHead<NdArray>>| {
+        m.logits(tensor::<NdArray, 2>(x, [rows, 6])).into_data()
+    };
+    probe(&teacher_there.model.valid())
+        .assert_approx_eq::<f32>(&probe(&local.model.valid()), tol());
+    student_there
+        .model
+        .valid()
+        .logits(tensor::<G::InnerBackend, 2>(x, [rows, 6]))
+        .into_data()
+        .assert_approx_eq::<f32>(&probe(&local.model.valid()), tol());
 }
 
 /// Three fine-tuning steps (AdamW, lr 1e-2) of the same model on ndarray and on `G`: the

@@ -4,6 +4,8 @@
 //! a different type from anything an optimizer for `B` accepts, so it cannot be trained by
 //! mistake; it builds no autodiff graph, keeps no activations for backward, and its
 //! BatchNorm and dropout run in inference mode. Its outputs enter the loss as constants.
+//! A teacher on another backend or device (a GPU teacher for a CPU student, or the reverse)
+//! goes through [`TeacherOn`], which copies inputs there and outputs back.
 //!
 //! Handing the teacher to an optimizer does not compile:
 //!
@@ -45,12 +47,14 @@ pub mod init;
 mod learner;
 mod modes;
 mod student;
+mod teacher_on;
 
 pub use cache::{CachedBatches, TeacherCache};
 pub use generated::{StudentContinues, TeacherContinues};
 pub use learner::LearnerDistillation;
 pub use modes::{DistillBatch, Unlabelled};
 pub use student::DistillStudent;
+pub use teacher_on::TeacherOn;
 
 use crate::error::Result;
 use crate::finetune::{FineTuner, FitOutcome};

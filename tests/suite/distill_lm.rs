@@ -8,7 +8,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn_transfer::distill::{
-    DistillBatch, Distiller, StudentContinues, TeacherContinues, Unlabelled,
+    DistillBatch, Distiller, StudentContinues, TeacherContinues, TeacherOn, Unlabelled,
 };
 use burn_transfer::generation::GenerationConfig;
 use burn_transfer::loss::DistillLossConfig;
@@ -428,4 +428,49 @@ fn sequence_level_and_on_policy_students_learn_through_distiller_fit() {
     let e = &outcome.history.epochs;
     assert!(e[4].train_loss < e[0].train_loss, "{e:?}");
     assert!(e[0].terms.contains_key("gkd"));
+}
+
+#[test]
+fn a_teacher_seen_through_teacher_on_distils_exactly_as_the_teacher_itself() {
+    // The teacher behind `TeacherOn` (here on the same backend: the suite runs on ndarray;
+    // tests/backends.rs puts it on Flex and wgpu) has its inputs and outputs copied across
+    // and generates on its own side: the token-level and sequence-level histories are the
+    // plain teacher's, bit for bit.
+    B::seed(&device(), 23);
+    let train: Vec<TokenBatch<B>> = (0..3).map(|s| counting(s * 3, 9)).collect();
+    let valid: Vec<TokenBatch<Inner>> = vec![counting(1, 9)];
+    let teacher = quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(4).seed(2))
+        .train(tiny_lm::<B>(2), &NextTokenLoss, &train, Some(&valid))
+        .unwrap()
+        .best_model
+        .valid();
+    let student = tiny_lm::<B>(1);
+    let tuner = || quiet(FineTuner::<B>::new().learning_rate(1e-2).epochs(2).seed(2));
+    let config = DistillLossConfig::new()
+        .with_temperature(2.0)
+        .with_alpha(0.5);
+    let plain = Distiller::new(teacher.clone(), config.clone(), tuner()).unwrap();
+    let remote = Distiller::new(
+        TeacherOn::<Inner, Inner, Lm<Inner>>::new(teacher),
+        config,
+        tuner(),
+    )
+    .unwrap();
+    let losses = |h: &burn_transfer::finetune::History| -> Vec<(f64, Option<f64>)> {
+        h.epochs
+            .iter()
+            .map(|e| (e.train_loss, e.valid_loss))
+            .collect()
+    };
+    let a = plain.fit(student.clone(), &train, Some(&valid)).unwrap();
+    let b = remote.fit(student.clone(), &train, Some(&valid)).unwrap();
+    assert_eq!(losses(&a.history), losses(&b.history));
+
+    let sequence = vec![TeacherContinues {
+        prompts: vec![vec![1, 2], vec![5, 6], vec![9, 10]],
+        generation: GenerationConfig::greedy(5),
+    }];
+    let a = plain.fit(student.clone(), &sequence, Some(&valid)).unwrap();
+    let b = remote.fit(student, &sequence, Some(&valid)).unwrap();
+    assert_eq!(losses(&a.history), losses(&b.history));
 }

@@ -35,6 +35,7 @@ pub use layers::{
 };
 pub use tokenizer::BertTokenizer;
 
+use crate::cross_backend::CrossBackend;
 use crate::error::Result;
 use crate::freeze::{Freeze, ToInner};
 use crate::head::{SequenceBackbone, SequenceFeatures};
@@ -109,6 +110,22 @@ impl<B: AutodiffBackend> ToInner<B> for BertInput<B> {
             input_ids: self.input_ids.inner(),
             attention_mask: self.attention_mask.inner(),
             token_type_ids: self.token_type_ids.map(|t| t.inner()),
+        }
+    }
+}
+
+impl<B: Backend> CrossBackend<B> for BertInput<B> {
+    type On<B2: Backend> = BertInput<B2>;
+
+    fn device(&self) -> B::Device {
+        self.input_ids.device()
+    }
+
+    fn to_backend<B2: Backend>(self, device: &B2::Device) -> BertInput<B2> {
+        BertInput {
+            input_ids: self.input_ids.to_backend::<B2>(device),
+            attention_mask: self.attention_mask.to_backend::<B2>(device),
+            token_type_ids: self.token_type_ids.map(|t| t.to_backend::<B2>(device)),
         }
     }
 }
