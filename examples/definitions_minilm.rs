@@ -16,6 +16,8 @@
 //! `model_finetuned.mpk` (the full fine-tune) and `adapter/` (the LoRA adapter, in PEFT's
 //! format) to `target/definitions_minilm/`; `--predict` reads the first.
 
+#[path = "common/data_dir.rs"]
+mod data_dir;
 #[path = "common/digits.rs"]
 mod digits;
 #[path = "common/table.rs"]
@@ -262,13 +264,7 @@ fn predict(
 /// definitions of each class. Also returns how many unique definitions there were.
 #[allow(clippy::type_complexity)]
 fn load_definitions(per_class: usize) -> (Vec<(String, i64)>, Vec<(String, i64)>, usize) {
-    let dir = std::env::var("BURN_TRANSFER_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/burn-transfer/data")
-        })
-        .join("wordnet");
+    let dir = data_dir::data_dir("wordnet");
     let Ok(text) = std::fs::read_to_string(dir.join("data.noun")) else {
         eprintln!(
             "WordNet's nouns are not in {}; run `scripts/fetch-data.sh` first (or set BURN_TRANSFER_DATA)",

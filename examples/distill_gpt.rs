@@ -17,6 +17,8 @@
 //! `GPT_TEACHER=path` trains the teacher once and reloads it afterwards. It exits with an
 //! error if either distilled student does not beat the one trained from scratch.
 
+#[path = "common/data_dir.rs"]
+mod data_dir;
 #[path = "common/digits.rs"]
 mod digits; // only for its small seeded RNG
 #[path = "common/reviews.rs"]

@@ -22,6 +22,8 @@
 //! the teacher once and reloads it afterwards. It exits with an error if the token-level
 //! student does not beat the scratch one.
 
+#[path = "common/data_dir.rs"]
+mod data_dir;
 #[path = "common/digits.rs"]
 mod digits; // only for its small seeded RNG
 #[path = "common/reviews.rs"]

@@ -19,6 +19,8 @@
 //! quick mode); the defaults use them all. Writes the LoRA adapter with its head (PEFT's
 //! format, a few MB) to `target/sentiment/adapter/`, which `--predict` loads onto e5.
 
+#[path = "common/data_dir.rs"]
+mod data_dir;
 #[path = "common/digits.rs"]
 mod digits;
 #[path = "common/review_split.rs"]

