@@ -23,7 +23,14 @@ Terms:
 - gjsd: the generalized Jensen–Shannon divergence of GKD (Agarwal et al., 2024; TRL's
   `generalized_jsd_loss`): `β·KL(p_t ‖ m) + (1 − β)·KL(p_s ‖ m)`, `m = β·p_t + (1 − β)·p_s`,
   forward KL `KL(p_t ‖ p_s)` at β = 0 and reverse KL `KL(p_s ‖ p_t)` at β = 1, at temperature
-  T, averaged over the masked-in tokens.
+  T, averaged over the masked-in tokens;
+- layers: feature distillation between mapped layers as TinyBERT and DistilBERT write it,
+  over the real tokens of a padded batch (attention mask 1): the hint / hidden-state MSE
+  `Σ_pairs mse(linear_k(h_s[real]), h_t[real])` with one projector per pair, TinyBERT's
+  attention MSE on the probabilities `Σ_pairs mse(a_s, a_t)` over every head, real query
+  and key, and DistilBERT's cosine `Σ_pairs mean_real(1 − cos(h_s, h_t))` (student and
+  teacher of one width), with the gradients reaching the student's hidden states, attention
+  maps and projectors.
 """
 import json
 import sys
@@ -86,6 +93,49 @@ def gjsd(s, t, mask, beta, T):
     return (per.sum(-1) * keep).sum() / keep.sum()
 
 
+def real(x, mask):
+    """Rows `[batch·seq, ...]` of the real tokens."""
+    return x.reshape(mask.numel(), *x.shape[2:])[mask.reshape(-1).bool()]
+
+
+def layers_case():
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    hs = [f32([2, 5, 6]) for _ in range(2)]
+    ht = [f32([2, 5, 10]) for _ in range(2)]
+    ws = [f32([10, 6], 0.3) for _ in range(2)]
+    bs = [f32([10], 0.1) for _ in range(2)]
+    att = lambda: F.softmax(f32([2, 2, 5, 5], 2.0), -1).float().double()
+    a_s, a_t = att(), att()
+
+    def hint(h0, h1, w0, w1, b0, b1):
+        return sum(F.mse_loss(F.linear(real(h, mask), w, b), real(t, mask))
+                   for h, t, w, b in zip([h0, h1], ht, [w0, w1], [b0, b1]))
+
+    def attention_mse(a):
+        # [batch, heads, q, k] → one row per (sample, query) with every head's keys.
+        flat = lambda x: x.transpose(1, 2)
+        return F.mse_loss(real(flat(a), mask), real(flat(a_t), mask))
+
+    cs = [f32([2, 5, 10]) for _ in range(2)]
+
+    def cosine(c0, c1):
+        return sum((1 - F.cosine_similarity(real(c, mask), real(t, mask), dim=-1, eps=0)).mean()
+                   for c, t in zip([c0, c1], ht))
+
+    hint_value, hint_grads = grad_of(hint, *hs, *ws, *bs)
+    att_value, (att_grad,) = grad_of(attention_mse, a_s)
+    cos_value, cos_grads = grad_of(cosine, *cs)
+    return {"attention_mask": mask.tolist(),
+            "student_hidden": [h.tolist() for h in hs], "teacher_hidden": [t.tolist() for t in ht],
+            "weights_out_in": [w.tolist() for w in ws], "biases": [b.tolist() for b in bs],
+            "student_attention": a_s.tolist(), "teacher_attention": a_t.tolist(),
+            "cosine_student_hidden": [c.tolist() for c in cs],
+            "hint": hint_value, "grad_hint_hidden": hint_grads[:2],
+            "grad_hint_weights_out_in": hint_grads[2:4], "grad_hint_biases": hint_grads[4:],
+            "attention_mse": att_value, "grad_attention_mse": att_grad,
+            "cosine": cos_value, "grad_cosine_hidden": cos_grads}
+
+
 def main(out):
     cases = {}
     s, t = f32([5, 7], 2.0), f32([5, 7], 2.0)
@@ -126,6 +176,8 @@ def main(out):
         value, (g,) = grad_of(lambda x: gjsd(x, tt, mask, beta, T), ts)
         cases["gjsd"]["runs"].append({"beta": beta, "T": T, "value": value, "grad_student": g})
 
+    cases["layers"] = layers_case()
+
     doc = {
         "description": __doc__.strip().splitlines()[0],
         "generator": {"script": "scripts/make_distill_fixtures.py", "torch": torch.__version__,
@@ -135,8 +187,9 @@ def main(out):
     with open(out, "w") as f:
         json.dump(doc, f)
         f.write("\n")
-    print({k: [r["value"] for r in v["runs"]] if "runs" in v else v["value"]
+    print({k: [r["value"] for r in v["runs"]] if "runs" in v else v.get("value")
            for k, v in cases.items()})
+    print({k: cases["layers"][k] for k in ["hint", "attention_mse", "cosine"]})
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use crate::error::{Result, TransferError};
 use crate::freeze::{Frozen, ToInner};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -30,6 +31,23 @@ pub trait Backbone<B: Backend>: Module<B> + ModuleDisplay {
     fn check_input(&self, input: &Self::Input) -> Result<()> {
         let _ = input;
         Ok(())
+    }
+
+    /// The intermediate outputs this backbone exposes for feature distillation
+    /// ([`LayerSpec`]); none by default.
+    fn layer_spec(&self) -> LayerSpec {
+        LayerSpec::default()
+    }
+
+    /// The features together with the intermediate outputs `request` asks for; by default
+    /// the features and nothing else.
+    fn features_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let _ = request;
+        (self.features(input), LayerOutputs::default())
     }
 }
 
@@ -124,6 +142,41 @@ impl<B: Backend> Backbone<B> for MlpBackbone<B> {
             .map(|l| l.weight.dims()[1])
             .unwrap_or_default()
     }
+
+    /// Hidden state 0 is the input, `k` the output of layer `k` (after its ReLU), each one
+    /// position long.
+    fn layer_spec(&self) -> LayerSpec {
+        let input = self.layers.first().map(|l| l.weight.dims()[0]);
+        LayerSpec {
+            hidden_widths: input
+                .into_iter()
+                .chain(self.layers.iter().map(|l| l.weight.dims()[1]))
+                .collect(),
+            ..LayerSpec::default()
+        }
+    }
+
+    fn features_with_layers(
+        &self,
+        input: Tensor<B, 2>,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        if !request.hidden {
+            return (self.features(input), LayerOutputs::default());
+        }
+        let as_sequence = |x: &Tensor<B, 2>| x.clone().unsqueeze_dim::<3>(1);
+        let mut hidden = vec![as_sequence(&input)];
+        let features = self.layers.iter().fold(input, |x, layer| {
+            let y = crate::kernels::linear_relu(layer, x);
+            hidden.push(as_sequence(&y));
+            y
+        });
+        let layers = LayerOutputs {
+            hidden,
+            ..LayerOutputs::default()
+        };
+        (features, layers)
+    }
 }
 
 /// A frozen body runs on the inner backend: no graph, no gradient, BatchNorm in inference
@@ -147,5 +200,24 @@ where
 
     fn check_input(&self, input: &Self::Input) -> Result<()> {
         self.get().check_input(input)
+    }
+
+    fn layer_spec(&self) -> LayerSpec {
+        self.get().layer_spec()
+    }
+
+    fn features_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let (features, layers) = self
+            .get()
+            .valid()
+            .features_with_layers(input.to_inner(), request);
+        (
+            Tensor::from_inner(features),
+            LayerOutputs::from_inner(layers),
+        )
     }
 }

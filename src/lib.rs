@@ -65,6 +65,7 @@ mod guard;
 pub mod head;
 pub mod import;
 pub mod kernels;
+pub mod layer_outputs;
 pub mod learner;
 pub mod loss;
 #[cfg(feature = "models")]

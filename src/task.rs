@@ -4,6 +4,7 @@
 
 use crate::backbone::Backbone;
 use crate::head::{Head, TransferModel};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use burn::data::dataloader::DataLoader;
 use burn::module::{Module, ModuleDisplay};
 use burn::prelude::*;
@@ -27,6 +28,26 @@ pub trait Classifier<B: Backend>: Module<B> + ModuleDisplay {
         let _ = input;
         Ok(())
     }
+
+    /// The intermediate outputs this model exposes for feature distillation and their
+    /// shapes ([`LayerSpec`]); none by default. A
+    /// [`Distiller`](crate::distill::Distiller) checks a layer map against it before
+    /// training starts.
+    fn layer_spec(&self) -> LayerSpec {
+        LayerSpec::default()
+    }
+
+    /// The logits together with the intermediate outputs `request` asks for, as
+    /// [`layer_spec`](Self::layer_spec) promises them. The default gives the logits and no
+    /// intermediate output.
+    fn logits_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let _ = request;
+        (self.logits(input), LayerOutputs::default())
+    }
 }
 
 impl<B: Backend, Bb: Backbone<B>, H: Head<B>> Classifier<B> for TransferModel<B, Bb, H> {
@@ -38,6 +59,19 @@ impl<B: Backend, Bb: Backbone<B>, H: Head<B>> Classifier<B> for TransferModel<B,
 
     fn check_input(&self, input: &Self::Input) -> crate::Result<()> {
         self.backbone.check_input(input)
+    }
+
+    fn layer_spec(&self) -> LayerSpec {
+        self.backbone.layer_spec()
+    }
+
+    fn logits_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let (features, layers) = self.backbone.features_with_layers(input, request);
+        (self.head.forward(features), layers)
     }
 }
 

@@ -5,6 +5,7 @@
 use super::modes::{DistillBatch, shifted_labels, token_terms_only};
 use crate::error::{Result, TransferError};
 use crate::generation::GenerationConfig;
+use crate::loss::LayerPairs;
 use crate::loss::{DistillLoss, DistillLossConfig};
 use crate::objective::{
     NextTokenLoss, Objective, StepAt, StepOutput, batch_error, next_token_correct,
@@ -218,8 +219,9 @@ where
 {
     type Valid = TokenBatch<B::InnerBackend>;
 
-    fn check_config(config: &DistillLossConfig) -> Result<()> {
-        token_terms_only(config, "sequence-level distillation")
+    fn layer_pairs(config: &DistillLossConfig, _: &S, _: &T) -> Result<LayerPairs> {
+        token_terms_only(config, "sequence-level distillation")?;
+        Ok(LayerPairs::default())
     }
 
     fn distill_step(
@@ -275,8 +277,9 @@ where
 {
     type Valid = TokenBatch<B::InnerBackend>;
 
-    fn check_config(config: &DistillLossConfig) -> Result<()> {
-        token_terms_only(config, "on-policy distillation")
+    fn layer_pairs(config: &DistillLossConfig, _: &S, _: &T) -> Result<LayerPairs> {
+        token_terms_only(config, "on-policy distillation")?;
+        Ok(LayerPairs::default())
     }
 
     fn distill_step(

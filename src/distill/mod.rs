@@ -59,7 +59,7 @@ pub use teacher_on::TeacherOn;
 use crate::error::Result;
 use crate::finetune::{FineTuner, FitOutcome};
 use crate::freeze::ToInner;
-use crate::loss::DistillLossConfig;
+use crate::loss::{DistillLossConfig, LayerPairs};
 use crate::objective::{Objective, StepAt, StepOutput};
 use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::{AutodiffModule, Module, ModuleDisplay};
@@ -122,6 +122,19 @@ where
         Tensor::from_inner(self.teacher.logits(inputs.to_inner()))
     }
 
+    /// Which student layer learns from which teacher layer under the loss configuration's
+    /// feature terms and [`LayerMap`](crate::loss::LayerMap), checked against both models:
+    /// an error for a configuration they cannot satisfy (a layer out of range, a model that
+    /// exposes no hidden states, head counts that differ). [`fit`](Self::fit) resolves the
+    /// same pairs before any step; call it to check a student when building the run.
+    pub fn layer_pairs<S>(&self, student: &S) -> Result<LayerPairs>
+    where
+        S: Classifier<B>,
+        T: Classifier<B::InnerBackend>,
+    {
+        modes::classifier_pairs::<B, S, T>(&self.loss, student, &self.teacher)
+    }
+
     /// Runs the teacher once over `batches` (one forward per sample) and keeps its logits.
     pub fn cache_teacher<X>(
         &self,
@@ -143,8 +156,11 @@ where
     /// [`DistillBatch`]), validating the student after every epoch on `valid` when given
     /// (without it, the monitor must be [`Monitor::TrainLoss`](crate::finetune::Monitor)).
     ///
-    /// A loss configuration the mode cannot feed (a hidden-state term for a logits-only
-    /// mode) is an error before any step runs.
+    /// A loss configuration the mode or the two models cannot feed (a hidden-state term for
+    /// a logits-only mode, a layer map the models cannot satisfy) is an error before any
+    /// step runs. Feature terms (`hint`, `cosine`, `attention_mse`, `attention`) compare
+    /// the layer pairs [`layer_pairs`](Self::layer_pairs) gives; their projectors train
+    /// with the student.
     pub fn fit<S, D>(
         &self,
         student: S,
@@ -156,14 +172,14 @@ where
         S::InnerModule: ModuleDisplay,
         D: DistillBatch<B, S, T>,
     {
-        D::check_config(&self.loss)?;
+        let layers = D::layer_pairs(&self.loss, &student, &self.teacher)?;
         if let Some(dir) = &self.tuner.checkpoint_dir {
             self.loss.save_to_run_dir(dir)?;
         }
         let device = student.devices().into_iter().next().unwrap_or_default();
         let pair = DistillStudent {
             student,
-            loss: self.loss.init(&device)?,
+            loss: self.loss.init_for_layers(layers, &device)?,
         };
         let objective = TeacherObjective::<T, D> {
             teacher: &self.teacher,

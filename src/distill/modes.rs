@@ -12,7 +12,8 @@
 
 use crate::error::{Result, TransferError};
 use crate::freeze::ToInner;
-use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets, IGNORE_INDEX};
+use crate::layer_outputs::{LayerOutputs, LayerRequest};
+use crate::loss::{DistillLoss, DistillLossConfig, DistillTargets, IGNORE_INDEX, LayerPairs};
 use crate::objective::{
     CrossEntropy, NextTokenLoss, Objective, StepAt, StepOutput, ValidBatch, batch_error,
     checked_logits, count_correct, next_token_correct,
@@ -34,14 +35,19 @@ pub trait DistillBatch<B: AutodiffBackend, S: AutodiffModule<B>, T>: Sized {
     /// What validation reads (inner backend).
     type Valid;
 
-    /// Rejects a loss configuration this mode cannot feed (a term that needs hidden states
-    /// when the mode gives logits only), before any step runs. The default accepts the
-    /// logit terms (KD, CE, MSE, DKD) and rejects the feature terms.
-    fn check_config(config: &DistillLossConfig) -> Result<()> {
-        logits_only(config, "this distillation mode")
+    /// Resolves the loss configuration's layer map against `student` and `teacher`, or
+    /// rejects a configuration this mode or these models cannot feed (a term that needs
+    /// hidden states when the mode gives logits only, a layer the student does not have),
+    /// before any step runs. The default accepts the logit terms (KD, CE, MSE, DKD) and
+    /// rejects the feature terms.
+    fn layer_pairs(config: &DistillLossConfig, student: &S, teacher: &T) -> Result<LayerPairs> {
+        let _ = (student, teacher);
+        logits_only(config, "this distillation mode")?;
+        Ok(LayerPairs::default())
     }
 
     /// The loss of this batch: the student's outputs (tracked), the teacher's (constants).
+    /// `loss` carries the resolved layer pairs ([`DistillLoss::layer_pairs`]).
     fn distill_step(
         self,
         student: &S,
@@ -89,12 +95,74 @@ pub(crate) fn token_terms_only(config: &DistillLossConfig, mode: &str) -> Result
     Ok(())
 }
 
-/// The logit-level step shared by the classification modes: the student's logits, the
-/// teacher's (live or cached), the label checks, the loss.
+/// The teacher's side of a classification step: its logits, and its intermediate outputs
+/// when feature terms need them.
+enum TeacherSide<B: Backend> {
+    /// Logits cached before training (no intermediate outputs).
+    Cached(Tensor<B, 2>),
+    /// Computed now, from the same inputs as the student's.
+    Live(Tensor<B, 2>, LayerOutputs<B>),
+}
+
+/// The step shared by the classification modes: the student's logits (and intermediate
+/// outputs for the feature terms), the teacher's, the label checks, the loss.
+fn classification_step<B, S, T>(
+    student: &S,
+    teacher: &T,
+    inputs: S::Input,
+    labels: Option<Tensor<B, 1, Int>>,
+    loss: &DistillLoss<B>,
+    at: StepAt,
+) -> Result<StepOutput<B>>
+where
+    B: AutodiffBackend,
+    S: Classifier<B>,
+    S::Input: ToInner<B> + Clone,
+    T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
+{
+    let request = loss.layer_pairs().request();
+    let teacher_side = if request.is_empty() {
+        TeacherSide::Live(
+            live_teacher::<B, _, _>(teacher, inputs.clone(), at)?,
+            LayerOutputs::default(),
+        )
+    } else {
+        let (logits, layers) = checked_layers(
+            teacher,
+            inputs.clone().to_inner(),
+            request,
+            at.batch,
+            "teacher's training",
+        )?;
+        TeacherSide::Live(Tensor::from_inner(logits), LayerOutputs::from_inner(layers))
+    };
+    logits_step(student, inputs, teacher_side, labels, loss, at)
+}
+
+/// The logits and intermediate outputs of `model`, its input checked first and a panic
+/// inside the forward pass turned into an error naming the batch.
+fn checked_layers<B: Backend, M: Classifier<B>>(
+    model: &M,
+    inputs: M::Input,
+    request: LayerRequest,
+    batch: usize,
+    split: &str,
+) -> Result<(Tensor<B, 2>, LayerOutputs<B>)> {
+    model
+        .check_input(&inputs)
+        .map_err(|e| batch_error(e, split, batch))?;
+    crate::guard::quietly(|| model.logits_with_layers(inputs, request)).map_err(|panic| {
+        TransferError::BatchShape(format!(
+            "{split} batch {batch} does not fit the model ({panic}); check the inputs' shape against the model's input"
+        ))
+    })
+}
+
+/// The logit-level step shared by the classification modes, given the teacher's side.
 fn logits_step<B, S>(
     student: &S,
     inputs: S::Input,
-    teacher_logits: Tensor<B, 2>,
+    teacher: TeacherSide<B>,
     labels: Option<Tensor<B, 1, Int>>,
     loss: &DistillLoss<B>,
     at: StepAt,
@@ -103,7 +171,20 @@ where
     B: AutodiffBackend,
     S: Classifier<B>,
 {
-    let logits = checked_logits(student, inputs, at.batch, "training")?;
+    let pairs = loss.layer_pairs();
+    let request = pairs.request();
+    let (teacher_logits, teacher_layers) = match teacher {
+        TeacherSide::Cached(logits) => (logits, LayerOutputs::default()),
+        TeacherSide::Live(logits, layers) => (logits, layers),
+    };
+    let (logits, student_layers) = if request.is_empty() {
+        (
+            checked_logits(student, inputs, at.batch, "training")?,
+            LayerOutputs::default(),
+        )
+    } else {
+        checked_layers(student, inputs, request, at.batch, "training")?
+    };
     same_classes(&logits, &teacher_logits)?;
     let count = logits.dims()[0];
     let (targets, correct) = match labels {
@@ -120,6 +201,13 @@ where
             (DistillTargets::new(logits, teacher_logits), correct)
         }
     };
+    let targets = if request.is_empty() {
+        targets
+    } else {
+        pairs
+            .targets(targets, student_layers, teacher_layers)
+            .map_err(|e| batch_error(e, "training", at.batch))?
+    };
     let out = loss.forward(targets, at.epoch)?;
     Ok(StepOutput::new(out.total, correct, count).with_terms(out.terms))
 }
@@ -133,6 +221,26 @@ where
 {
     let logits = checked_logits(teacher, inputs.to_inner(), at.batch, "teacher's training")?;
     Ok(Tensor::from_inner(logits))
+}
+
+/// The feature terms of `config` resolved against the student's and the teacher's layers
+/// (no pair when the configuration has no feature term).
+pub(crate) fn classifier_pairs<B, S, T>(
+    config: &DistillLossConfig,
+    student: &S,
+    teacher: &T,
+) -> Result<LayerPairs>
+where
+    B: AutodiffBackend,
+    S: Classifier<B>,
+    T: Classifier<B::InnerBackend>,
+{
+    if config.feature_terms().is_empty() {
+        return Ok(LayerPairs::default());
+    }
+    config
+        .layer_map
+        .resolve(config, &student.layer_spec(), &teacher.layer_spec())
 }
 
 fn classifier_valid<B, S>(
@@ -158,6 +266,10 @@ where
 {
     type Valid = ValidBatch<B, S>;
 
+    fn layer_pairs(config: &DistillLossConfig, student: &S, teacher: &T) -> Result<LayerPairs> {
+        classifier_pairs::<B, S, T>(config, student, teacher)
+    }
+
     fn distill_step(
         self,
         student: &S,
@@ -165,15 +277,7 @@ where
         loss: &DistillLoss<B>,
         at: StepAt,
     ) -> Result<StepOutput<B>> {
-        let teacher_logits = live_teacher::<B, _, _>(teacher, self.inputs.clone(), at)?;
-        logits_step(
-            student,
-            self.inputs,
-            teacher_logits,
-            Some(self.targets),
-            loss,
-            at,
-        )
+        classification_step(student, teacher, self.inputs, Some(self.targets), loss, at)
     }
 
     fn valid_step(
@@ -195,6 +299,10 @@ where
 {
     type Valid = ValidBatch<B, S>;
 
+    fn layer_pairs(config: &DistillLossConfig, student: &S, teacher: &T) -> Result<LayerPairs> {
+        classifier_pairs::<B, S, T>(config, student, teacher)
+    }
+
     fn distill_step(
         self,
         student: &S,
@@ -202,8 +310,7 @@ where
         loss: &DistillLoss<B>,
         at: StepAt,
     ) -> Result<StepOutput<B>> {
-        let teacher_logits = live_teacher::<B, _, _>(teacher, self.0.clone(), at)?;
-        logits_step(student, self.0, teacher_logits, None, loss, at)
+        classification_step(student, teacher, self.0, None, loss, at)
     }
 
     fn valid_step(
@@ -235,7 +342,7 @@ where
         logits_step(
             student,
             batch.inputs,
-            Tensor::from_inner(cached),
+            TeacherSide::Cached(Tensor::from_inner(cached)),
             Some(batch.targets),
             loss,
             at,
@@ -260,8 +367,9 @@ where
 {
     type Valid = TokenBatch<B::InnerBackend>;
 
-    fn check_config(config: &DistillLossConfig) -> Result<()> {
-        token_terms_only(config, "token-level distillation")
+    fn layer_pairs(config: &DistillLossConfig, _: &S, _: &T) -> Result<LayerPairs> {
+        token_terms_only(config, "token-level distillation")?;
+        Ok(LayerPairs::default())
     }
 
     fn distill_step(

@@ -5,6 +5,7 @@
 use crate::cross_backend::CrossBackend;
 use crate::error::Result;
 use crate::generation::GenerationConfig;
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use crate::task::{CausalLm, Classifier};
 use burn::module::{
     Content, Devices, EmptyRecord, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper,
@@ -149,6 +150,26 @@ where
         let logits = self.model.logits(input.to_backend::<T>(&self.device));
         logits.to_backend::<B>(&device)
     }
+
+    fn layer_spec(&self) -> LayerSpec {
+        self.model.layer_spec()
+    }
+
+    /// The teacher's intermediate outputs come back through their data too.
+    fn logits_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let device = input.device();
+        let (logits, layers) = self
+            .model
+            .logits_with_layers(input.to_backend::<T>(&self.device), request);
+        (
+            logits.to_backend::<B>(&device),
+            layers.to_backend::<B>(&device),
+        )
+    }
 }
 
 impl<B, T, M> CausalLm<B> for TeacherOn<B, T, M>
@@ -208,5 +229,32 @@ mod tests {
             .assert_eq(&model.logits(x).into_data(), true);
         assert_eq!(Module::<NdArray>::num_params(&remote), 0);
         assert!(Module::<NdArray>::num_params(&model) > 0);
+    }
+
+    #[test]
+    fn gives_the_models_layer_outputs_and_spec() {
+        let device = Default::default();
+        <NdArray as Backend>::seed(&device, 4);
+        let model: Net = TransferModel::with_linear_head(
+            MlpBackbone::new(&[4, 8, 6], &device).unwrap(),
+            3,
+            &device,
+        )
+        .unwrap();
+        let remote = TeacherOn::<NdArray, NdArray, Net>::new(model.clone());
+        assert_eq!(remote.layer_spec(), model.layer_spec());
+        assert_eq!(remote.layer_spec().hidden_widths, [4, 8, 6]);
+        let x = Tensor::<NdArray, 2>::random([5, 4], burn::tensor::Distribution::Default, &device);
+        let request = LayerRequest {
+            hidden: true,
+            ..LayerRequest::default()
+        };
+        let (logits, layers) = remote.logits_with_layers(x.clone(), request);
+        let (want_logits, want) = model.logits_with_layers(x, request);
+        logits.into_data().assert_eq(&want_logits.into_data(), true);
+        assert_eq!(layers.hidden.len(), 3);
+        for (got, want) in layers.hidden.into_iter().zip(want.hidden) {
+            got.into_data().assert_eq(&want.into_data(), true);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use burn::module::{Module, ModuleDisplay};
 use burn::prelude::*;
 use core::marker::PhantomData;
@@ -45,6 +46,23 @@ pub trait SequenceBackbone<B: Backend>: Module<B> + ModuleDisplay {
         Self: Sized,
     {
         self
+    }
+
+    /// The intermediate outputs this encoder exposes for feature distillation; none by
+    /// default.
+    fn layer_spec(&self) -> LayerSpec {
+        LayerSpec::default()
+    }
+
+    /// The hidden states together with the intermediate outputs `request` asks for; by
+    /// default the hidden states and nothing else.
+    fn hidden_states_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (SequenceFeatures<B>, LayerOutputs<B>) {
+        let _ = request;
+        (self.hidden_states(input), LayerOutputs::default())
     }
 
     /// Sentence embeddings as sentence-transformers computes them with
@@ -151,7 +169,30 @@ impl<B: Backend, E: SequenceBackbone<B>> Backbone<B> for Pooled<B, E> {
     type Input = E::Input;
 
     fn features(&self, input: Self::Input) -> Tensor<B, 2> {
-        let pooled = self.pooling.pool(self.encoder.hidden_states(input));
+        self.pool(self.encoder.hidden_states(input))
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.encoder.hidden_dim()
+    }
+
+    fn layer_spec(&self) -> LayerSpec {
+        self.encoder.layer_spec()
+    }
+
+    fn features_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let (hidden, layers) = self.encoder.hidden_states_with_layers(input, request);
+        (self.pool(hidden), layers)
+    }
+}
+
+impl<B: Backend, E: SequenceBackbone<B>> Pooled<B, E> {
+    fn pool(&self, hidden: SequenceFeatures<B>) -> Tensor<B, 2> {
+        let pooled = self.pooling.pool(hidden);
         match self.pooling {
             // `new` checked that the pooler exists; an encoder swapped in since without one
             // gets the first position, as `Pooling::pool` gives it.
@@ -161,10 +202,6 @@ impl<B: Backend, E: SequenceBackbone<B>> Backbone<B> for Pooled<B, E> {
             },
             _ => pooled,
         }
-    }
-
-    fn feature_dim(&self) -> usize {
-        self.encoder.hidden_dim()
     }
 }
 

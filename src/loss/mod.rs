@@ -18,8 +18,10 @@
 //! ```
 
 pub mod functional;
+mod layer_map;
 mod schedule;
 
+pub use layer_map::{LayerMap, LayerPair, LayerPairs};
 pub use schedule::ParamSchedule;
 
 use crate::error::{Result, TransferError};
@@ -39,16 +41,12 @@ pub struct DkdWeights {
     pub weight: f64,
 }
 
-/// A FitNets hint: the student's hidden states regress onto the teacher's, through a
-/// learned linear projection when the widths differ.
+/// A FitNets hint (TinyBERT's hidden-state MSE): the student's hidden states regress onto
+/// the teacher's, through a learned linear projection for each pair whose widths differ.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HintConfig {
     /// Weight of the hint term in the sum.
     pub weight: f64,
-    /// Width of the student's hidden states.
-    pub student_dim: usize,
-    /// Width of the teacher's hidden states.
-    pub teacher_dim: usize,
 }
 
 /// Which terms make up a [`DistillLoss`], and their weights.
@@ -69,10 +67,17 @@ pub struct DistillLossConfig {
     pub mse_weight: f64,
     /// Weight of the hidden-state cosine term (DistilBERT; 0 = off).
     pub cosine_weight: f64,
-    /// FitNets hint; a learned projection is created when the widths differ.
+    /// FitNets hint / TinyBERT hidden-state MSE; a learned projection per pair whose widths
+    /// differ.
     pub hint: Option<HintConfig>,
-    /// Weight of the attention-transfer term (0 = off).
+    /// Weight of the attention-transfer term between CNN stage maps (0 = off).
     pub attention_weight: f64,
+    /// Weight of TinyBERT's attention-map MSE (0 = off).
+    #[serde(default)]
+    pub attention_mse_weight: f64,
+    /// Which student layer learns from which teacher layer, for the feature terms.
+    #[serde(default)]
+    pub layer_map: LayerMap,
     /// Decoupled KD (needs labels).
     pub dkd: Option<DkdWeights>,
     /// β of on-policy distillation's generalized Jensen–Shannon divergence (TRL's GKD): 0 is
@@ -104,6 +109,8 @@ impl DistillLossConfig {
             cosine_weight: 0.0,
             hint: None,
             attention_weight: 0.0,
+            attention_mse_weight: 0.0,
+            layer_map: LayerMap::Uniform,
             dkd: None,
             gkd_beta: None,
         }
@@ -133,26 +140,41 @@ impl DistillLossConfig {
         self
     }
 
-    /// Adds DistilBERT's hidden-state cosine term.
+    /// Adds DistilBERT's hidden-state cosine term (`1 - cos` over the real tokens of each
+    /// layer pair; student and teacher of one width). DistilBERT compares the last layers:
+    /// [`LayerMap::Last`].
     pub fn with_cosine(mut self, weight: f64) -> Self {
         self.cosine_weight = weight;
         self
     }
 
-    /// Adds a FitNets hint from the student's hidden states (width `student_dim`) to the
-    /// teacher's (`teacher_dim`), through a learned linear projection if they differ.
-    pub fn with_hint(mut self, weight: f64, student_dim: usize, teacher_dim: usize) -> Self {
-        self.hint = Some(HintConfig {
-            weight,
-            student_dim,
-            teacher_dim,
-        });
+    /// Adds a FitNets hint / TinyBERT's hidden-state MSE: each mapped student hidden state
+    /// regresses onto its teacher's over the real tokens, through a learned linear
+    /// projection (one per pair) where the widths differ.
+    pub fn with_hint(mut self, weight: f64) -> Self {
+        self.hint = Some(HintConfig { weight });
         self
     }
 
-    /// Adds attention transfer between activation maps.
+    /// Adds attention transfer (Zagoruyko & Komodakis) between CNN stage maps of the same
+    /// resolution.
     pub fn with_attention(mut self, weight: f64) -> Self {
         self.attention_weight = weight;
+        self
+    }
+
+    /// Adds TinyBERT's attention-map MSE: the mean squared difference between student and
+    /// teacher attention probabilities of each mapped layer, over every head, the real
+    /// query tokens and all keys (student and teacher with as many heads).
+    pub fn with_attention_mse(mut self, weight: f64) -> Self {
+        self.attention_mse_weight = weight;
+        self
+    }
+
+    /// Sets which student layer learns from which teacher layer (default
+    /// [`LayerMap::Uniform`]).
+    pub fn with_layer_map(mut self, map: LayerMap) -> Self {
+        self.layer_map = map;
         self
     }
 
@@ -208,6 +230,9 @@ impl DistillLossConfig {
         if self.attention_weight > 0.0 {
             terms.push("attention");
         }
+        if self.attention_mse_weight > 0.0 {
+            terms.push("attention_mse");
+        }
         terms
     }
 
@@ -246,6 +271,7 @@ impl DistillLossConfig {
             ("mse weight", self.mse_weight),
             ("cosine weight", self.cosine_weight),
             ("attention weight", self.attention_weight),
+            ("attention_mse weight", self.attention_mse_weight),
             ("hint weight", self.hint.map_or(0.0, |h| h.weight)),
             ("dkd weight", self.dkd.map_or(0.0, |d| d.weight)),
             ("dkd alpha", self.dkd.map_or(0.0, |d| d.alpha)),
@@ -267,34 +293,59 @@ impl DistillLossConfig {
                 "β must lie in [0, 1] (0 = forward KL, 1 = reverse KL; TRL's default 0.5)",
             ));
         }
-        if let Some(HintConfig {
-            student_dim: s,
-            teacher_dim: t,
-            ..
-        }) = self.hint
-            && (s == 0 || t == 0)
-        {
+        Ok(())
+    }
+
+    /// Builds the loss module on `device`, without hint projectors: hidden states given to
+    /// the hint term must then be as wide as the teacher's.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<DistillLoss<B>> {
+        self.init_with_projectors(&[], device)
+    }
+
+    /// Builds the loss module on `device` with one hint projector per `(student, teacher)`
+    /// width pair, in the order the hidden-state pairs are given to
+    /// [`DistillTargets::with_hidden`] (none where the widths are equal). A
+    /// [`Distiller`](crate::distill::Distiller) builds it from its [`LayerPairs`].
+    pub fn init_with_projectors<B: Backend>(
+        &self,
+        widths: &[(usize, usize)],
+        device: &B::Device,
+    ) -> Result<DistillLoss<B>> {
+        let pairs = LayerPairs {
+            hidden_widths: widths.to_vec(),
+            ..LayerPairs::default()
+        };
+        self.init_for_layers(pairs, device)
+    }
+
+    /// Builds the loss module on `device` for resolved layer pairs
+    /// ([`LayerMap::resolve`]): one hint projector per hidden-state pair whose widths
+    /// differ. What a [`Distiller`](crate::distill::Distiller) does before training.
+    pub fn init_for_layers<B: Backend>(
+        &self,
+        pairs: LayerPairs,
+        device: &B::Device,
+    ) -> Result<DistillLoss<B>> {
+        let widths = &pairs.hidden_widths;
+        self.validate()?;
+        if let Some(&(s, t)) = widths.iter().find(|(s, t)| *s == 0 || *t == 0) {
             return Err(TransferError::config(
                 "hint widths",
                 format!("{s}→{t}"),
                 "widths must be ≥ 1",
             ));
         }
-        Ok(())
-    }
-
-    /// Builds the loss module (with the hint projector, if any) on `device`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<DistillLoss<B>> {
-        self.validate()?;
-        let hint_projector = match self.hint {
-            Some(h) if h.student_dim != h.teacher_dim => {
-                Some(LinearConfig::new(h.student_dim, h.teacher_dim).init(device))
-            }
-            _ => None,
+        let projectors = match self.hint {
+            Some(_) => widths
+                .iter()
+                .map(|&(s, t)| (s != t).then(|| LinearConfig::new(s, t).init(device)))
+                .collect(),
+            None => Vec::new(),
         };
         let loss = DistillLoss {
-            hint_projector,
+            projectors,
             config: self.clone(),
+            pairs,
         };
         crate::freeze::materialize(&loss);
         Ok(loss)
@@ -311,10 +362,16 @@ pub struct DistillTargets<B: Backend> {
     pub teacher_logits: Tensor<B, 2>,
     /// Class labels `[batch]` (absent for unlabelled data).
     pub labels: Option<Tensor<B, 1, Int>>,
-    /// Student and teacher hidden states `[rows, width]` (cosine, hint terms).
-    pub hidden: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
-    /// Student and teacher activation maps `[batch, channels, positions]` (attention term).
-    pub attention: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+    /// Student and teacher hidden states `[rows, width]`, one entry per layer pair (cosine,
+    /// hint terms).
+    pub hidden: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+    /// Student and teacher activation maps `[batch, channels, positions]`, one entry per
+    /// pair (attention transfer).
+    pub attention: Vec<(Tensor<B, 3>, Tensor<B, 3>)>,
+    /// Student and teacher attention probabilities, one row per (sample, query) with every
+    /// head's distribution over the keys `[rows, heads · keys]`, one entry per layer pair
+    /// (attention MSE).
+    pub attention_probs: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
 }
 
 impl<B: Backend> DistillTargets<B> {
@@ -324,8 +381,9 @@ impl<B: Backend> DistillTargets<B> {
             student_logits,
             teacher_logits,
             labels: None,
-            hidden: None,
-            attention: None,
+            hidden: Vec::new(),
+            attention: Vec::new(),
+            attention_probs: Vec::new(),
         }
     }
 
@@ -335,15 +393,24 @@ impl<B: Backend> DistillTargets<B> {
         self
     }
 
-    /// Adds hidden states (student, teacher).
+    /// Adds a pair of hidden states (student, teacher) `[rows, width]`; call once per
+    /// layer pair.
     pub fn with_hidden(mut self, student: Tensor<B, 2>, teacher: Tensor<B, 2>) -> Self {
-        self.hidden = Some((student, teacher));
+        self.hidden.push((student, teacher));
         self
     }
 
-    /// Adds activation maps (student, teacher).
+    /// Adds a pair of activation maps (student, teacher) `[batch, channels, positions]`;
+    /// call once per pair.
     pub fn with_attention(mut self, student: Tensor<B, 3>, teacher: Tensor<B, 3>) -> Self {
-        self.attention = Some((student, teacher));
+        self.attention.push((student, teacher));
+        self
+    }
+
+    /// Adds a pair of attention-probability rows (student, teacher) `[rows, heads · keys]`;
+    /// call once per layer pair.
+    pub fn with_attention_probs(mut self, student: Tensor<B, 2>, teacher: Tensor<B, 2>) -> Self {
+        self.attention_probs.push((student, teacher));
         self
     }
 }
@@ -354,23 +421,34 @@ pub struct DistillLossOutput<B: Backend> {
     /// The sum to call `backward` on.
     pub total: Tensor<B, 1>,
     /// `(name, weighted value)` of each active term: `kd`, `ce`, `mse`, `cosine`, `hint`,
-    /// `attention`, `dkd`.
+    /// `attention`, `attention_mse`, `dkd`.
     pub terms: Vec<(&'static str, Tensor<B, 1>)>,
 }
 
-/// A weighted sum of distillation terms; a burn [`Module`] so that the FitNets projector
-/// trains with the student (put both in one module, or give both to the optimizer).
+/// A weighted sum of distillation terms; a burn [`Module`] so that the hint projectors train
+/// with the student (put both in one module, or give both to the optimizer).
+///
+/// Each feature term is summed over its layer pairs (as TinyBERT and attention transfer
+/// sum over layers).
 #[derive(Module, Debug)]
 pub struct DistillLoss<B: Backend> {
-    /// Student → teacher width projection for the hint term (when widths differ).
-    pub hint_projector: Option<Linear<B>>,
+    /// Student → teacher width projection of each hidden-state pair for the hint term
+    /// (`None` where the widths are equal).
+    pub projectors: Vec<Option<Linear<B>>>,
     config: DistillLossConfig,
+    pairs: LayerPairs,
 }
 
 impl<B: Backend> DistillLoss<B> {
     /// The configuration it was built from.
     pub fn config(&self) -> &DistillLossConfig {
         &self.config
+    }
+
+    /// The layer pairs it was built for (none unless built with
+    /// [`DistillLossConfig::init_for_layers`]).
+    pub fn layer_pairs(&self) -> &LayerPairs {
+        &self.pairs
     }
 
     /// The loss for a classification batch at `epoch` (for the T and α schedules).
@@ -467,62 +545,69 @@ impl<B: Backend> DistillLoss<B> {
             terms.push(("dkd", v.mul_scalar(d.weight)));
         }
         if c.cosine_weight > 0.0 || c.hint.is_some() {
-            let (hs, ht) = targets.hidden.clone().ok_or_else(|| {
-                missing(
+            if targets.hidden.is_empty() {
+                return Err(missing(
                     "cosine/hint",
                     "hidden states",
                     "DistillTargets::with_hidden",
-                )
-            })?;
-            if c.cosine_weight > 0.0 {
-                same_shape(
-                    "cosine term: student vs teacher hidden states",
-                    &hs.dims(),
-                    &ht.dims(),
-                )?;
-                terms.push((
-                    "cosine",
-                    functional::cosine_distance(hs.clone(), ht.clone()).mul_scalar(c.cosine_weight),
                 ));
             }
-            if let Some(HintConfig {
-                weight: w,
-                student_dim: sd,
-                teacher_dim: td,
-            }) = c.hint
-            {
-                let [_, s_width] = hs.dims();
-                let [_, t_width] = ht.dims();
-                if s_width != sd || t_width != td {
-                    return Err(TransferError::WidthMismatch {
-                        what: "hint projector vs hidden states".into(),
-                        expected: sd,
-                        actual: s_width,
-                        hint: format!(
-                            "the projector maps {sd} → {td} but the hidden states are {s_width} (student) and {t_width} (teacher) wide; configure with_hint(w, {s_width}, {t_width})"
-                        ),
-                    });
+            if c.cosine_weight > 0.0 {
+                let mut sum = None;
+                for (hs, ht) in &targets.hidden {
+                    same_shape(
+                        "cosine term: student vs teacher hidden states",
+                        &hs.dims(),
+                        &ht.dims(),
+                    )?;
+                    sum = add(sum, functional::cosine_distance(hs.clone(), ht.clone()));
                 }
-                let projected = match &self.hint_projector {
-                    Some(p) => p.forward(hs),
-                    None => hs,
-                };
-                terms.push(("hint", functional::mse(projected, ht).mul_scalar(w)));
+                terms.push(("cosine", summed(sum).mul_scalar(c.cosine_weight)));
+            }
+            if let Some(HintConfig { weight }) = c.hint {
+                let mut sum = None;
+                for (k, (hs, ht)) in targets.hidden.iter().enumerate() {
+                    let projected = self.project(k, hs.clone(), ht)?;
+                    sum = add(sum, functional::mse(projected, ht.clone()));
+                }
+                terms.push(("hint", summed(sum).mul_scalar(weight)));
             }
         }
         if c.attention_weight > 0.0 {
-            let (a_s, a_t) = targets.attention.clone().ok_or_else(|| {
-                missing(
+            if targets.attention.is_empty() {
+                return Err(missing(
                     "attention transfer",
                     "activation maps",
                     "DistillTargets::with_attention",
-                )
-            })?;
-            let ([b1, _, p1], [b2, _, p2]) = (a_s.dims(), a_t.dims());
-            same_shape("attention maps (batch, positions)", &[b1, p1], &[b2, p2])?;
+                ));
+            }
+            let mut sum = None;
+            for (a_s, a_t) in &targets.attention {
+                let ([b1, _, p1], [b2, _, p2]) = (a_s.dims(), a_t.dims());
+                same_shape("attention maps (batch, positions)", &[b1, p1], &[b2, p2])?;
+                sum = add(
+                    sum,
+                    functional::attention_transfer(a_s.clone(), a_t.clone()),
+                );
+            }
+            terms.push(("attention", summed(sum).mul_scalar(c.attention_weight)));
+        }
+        if c.attention_mse_weight > 0.0 {
+            if targets.attention_probs.is_empty() {
+                return Err(missing(
+                    "attention MSE",
+                    "attention probabilities",
+                    "DistillTargets::with_attention_probs",
+                ));
+            }
+            let mut sum = None;
+            for (a_s, a_t) in &targets.attention_probs {
+                same_shape("attention probabilities", &a_s.dims(), &a_t.dims())?;
+                sum = add(sum, functional::mse(a_s.clone(), a_t.clone()));
+            }
             terms.push((
-                "attention",
-                functional::attention_transfer(a_s, a_t).mul_scalar(c.attention_weight),
+                "attention_mse",
+                summed(sum).mul_scalar(c.attention_mse_weight),
             ));
         }
         let total = terms
@@ -677,6 +762,51 @@ fn token_targets<B: Backend>(
         keep.push(if counted { 1.0 } else { 0.0 });
     }
     Ok((safe, keep))
+}
+
+impl<B: Backend> DistillLoss<B> {
+    /// Hidden-state pair `k`'s student side mapped to the teacher's width by its projector
+    /// (unchanged where the widths are equal).
+    fn project(&self, k: usize, hs: Tensor<B, 2>, ht: &Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let ([rows_s, s_width], [rows_t, t_width]) = (hs.dims(), ht.dims());
+        same_shape("hint term: student vs teacher rows", &[rows_s], &[rows_t])?;
+        match self.projectors.get(k).and_then(Option::as_ref) {
+            Some(p) => {
+                let [sd, td] = p.weight.dims();
+                if (sd, td) != (s_width, t_width) {
+                    return Err(TransferError::WidthMismatch {
+                        what: format!("hint projector {k} vs hidden states"),
+                        expected: sd,
+                        actual: s_width,
+                        hint: format!(
+                            "the projector maps {sd} → {td} but the hidden states are {s_width} (student) and {t_width} (teacher) wide; build the loss with init_with_projectors(&[({s_width}, {t_width})])"
+                        ),
+                    });
+                }
+                Ok(p.forward(hs))
+            }
+            None if s_width == t_width => Ok(hs),
+            None => Err(TransferError::WidthMismatch {
+                what: format!("hint pair {k}: student vs teacher hidden states"),
+                expected: t_width,
+                actual: s_width,
+                hint: format!(
+                    "there is no projector for this pair; build the loss with init_with_projectors(&[({s_width}, {t_width})]) (a Distiller does it from its layer map)"
+                ),
+            }),
+        }
+    }
+}
+
+fn add<B: Backend>(sum: Option<Tensor<B, 1>>, term: Tensor<B, 1>) -> Option<Tensor<B, 1>> {
+    Some(match sum {
+        Some(sum) => sum + term,
+        None => term,
+    })
+}
+
+fn summed<B: Backend>(sum: Option<Tensor<B, 1>>) -> Tensor<B, 1> {
+    sum.expect("checked non-empty before summing")
 }
 
 fn missing(term: &str, what: &str, how: &str) -> TransferError {

@@ -13,6 +13,7 @@ use crate::error::{Result, TransferError};
 use crate::freeze::FrozenNorm;
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec, MapSpec};
 use burn::module::Module;
 use burn::prelude::*;
 use std::path::Path;
@@ -139,6 +140,9 @@ pub struct MobileNetV2<B: Backend> {
     /// Index of the last block of each of the seven stages.
     #[module(skip)]
     stage_ends: Vec<usize>,
+    /// Channels and stride of each stage's output.
+    #[module(skip)]
+    stage_specs: Vec<MapSpec>,
 }
 
 impl<B: Backend> MobileNetV2<B> {
@@ -162,7 +166,9 @@ impl<B: Backend> MobileNetV2<B> {
         let last_out = make_divisible(1280.0 * config.width_mult.max(1.0));
         let mut blocks = Vec::new();
         let mut stage_ends = Vec::new();
+        let mut stage_specs = Vec::new();
         let mut channels = stem_out;
+        let mut total_stride = 2; // the stem's
         for ((ratio, c, stride), &depth) in STAGES.iter().zip(&config.stage_depths) {
             let out = make_divisible(*c as f64 * config.width_mult);
             for i in 0..depth {
@@ -170,7 +176,12 @@ impl<B: Backend> MobileNetV2<B> {
                 blocks.push(InvertedResidual::new(channels, out, s, *ratio, device));
                 channels = out;
             }
+            total_stride *= stride;
             stage_ends.push(blocks.len() - 1);
+            stage_specs.push(MapSpec {
+                channels: out,
+                stride: total_stride,
+            });
         }
         let model = Self {
             stem: ConvBn::new(ConvSpec::new(3, stem_out, 3, 2), Activation::Relu6, device),
@@ -182,6 +193,7 @@ impl<B: Backend> MobileNetV2<B> {
             ),
             feature_dim: last_out,
             stage_ends,
+            stage_specs,
         };
         crate::freeze::materialize(&model);
         Ok(model)
@@ -219,15 +231,11 @@ impl<B: Backend> MobileNetV2<B> {
     /// width 1): what attention transfer and FitNets hints compare between a teacher and a
     /// student.
     pub fn stage_maps(&self, images: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
-        let mut x = self.stem.forward(images);
-        let mut maps = Vec::with_capacity(self.stage_ends.len());
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x);
-            if self.stage_ends.contains(&i) {
-                maps.push(x.clone());
-            }
-        }
-        maps
+        let request = LayerRequest {
+            maps: true,
+            ..LayerRequest::default()
+        };
+        self.features_with_layers(images, request).1.maps
     }
 
     /// Loads torchvision's ImageNet checkpoint (body and `classifier.1`, 1280→1000) as a
@@ -260,6 +268,38 @@ impl<B: Backend> Backbone<B> for MobileNetV2<B> {
 
     fn check_input(&self, images: &Tensor<B, 4>) -> crate::Result<()> {
         super::conv_bn::check_images(images, &self.stem.conv)
+    }
+
+    /// The seven stage maps ([`stage_maps`](MobileNetV2::stage_maps)).
+    fn layer_spec(&self) -> LayerSpec {
+        LayerSpec {
+            maps: self.stage_specs.clone(),
+            ..LayerSpec::default()
+        }
+    }
+
+    fn features_with_layers(
+        &self,
+        images: Tensor<B, 4>,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        if !request.maps {
+            return (self.features(images), LayerOutputs::default());
+        }
+        let mut x = self.stem.forward(images);
+        let mut maps = Vec::with_capacity(self.stage_ends.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x);
+            if self.stage_ends.contains(&i) {
+                maps.push(x.clone());
+            }
+        }
+        let features = global_avg_pool(self.last.forward(x));
+        let layers = LayerOutputs {
+            maps,
+            ..LayerOutputs::default()
+        };
+        (features, layers)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Result, TransferError};
 use crate::freeze::FrozenNorm;
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec, MapSpec};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -327,6 +328,37 @@ impl<B: Backend> Backbone<B> for ResNet<B> {
 
     fn check_input(&self, images: &Tensor<B, 4>) -> crate::Result<()> {
         super::conv_bn::check_images(images, &self.conv1)
+    }
+
+    /// The four stage maps ([`stage_maps`](ResNet::stage_maps)), strides 4, 8, 16, 32.
+    fn layer_spec(&self) -> LayerSpec {
+        LayerSpec {
+            // Each stage doubles the channels of the one before; the last gives the features.
+            maps: (0..4)
+                .map(|k| MapSpec {
+                    channels: self.feature_dim >> (3 - k),
+                    stride: 4 << k,
+                })
+                .collect(),
+            ..LayerSpec::default()
+        }
+    }
+
+    fn features_with_layers(
+        &self,
+        images: Tensor<B, 4>,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        if !request.maps {
+            return (self.features(images), LayerOutputs::default());
+        }
+        let maps = self.stage_maps(images);
+        let last = maps.last().expect("a ResNet has four stages").clone();
+        let layers = LayerOutputs {
+            maps,
+            ..LayerOutputs::default()
+        };
+        (global_avg_pool(last), layers)
     }
 }
 

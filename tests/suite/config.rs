@@ -7,7 +7,7 @@ use burn::nn::activation::ActivationConfig;
 use burn_transfer::finetune::{LrSchedule, OptimizerKind, RUN_CONFIG_FILE};
 use burn_transfer::freeze::{Selector, UnfreezeSchedule};
 use burn_transfer::head::MlpHeadConfig;
-use burn_transfer::loss::{DISTILL_LOSS_FILE, ParamSchedule};
+use burn_transfer::loss::{DISTILL_LOSS_FILE, LayerMap, ParamSchedule};
 use burn_transfer::models::{BertConfig, MobileNetV2Config, ResNetConfig};
 use burn_transfer::prelude::*;
 use std::fmt::Debug;
@@ -32,7 +32,9 @@ fn every_configuration_saves_and_loads_as_burn_config() {
             })
             .with_alpha(0.9)
             .with_label_smoothing(0.1)
-            .with_hint(0.5, 16, 32)
+            .with_hint(0.5)
+            .with_attention_mse(0.25)
+            .with_layer_map(LayerMap::Pairs(vec![(0, 0), (2, 4)]))
             .with_dkd(1.0, 1.0, 8.0),
     );
     round_trip(&LoraConfig::new(4, 8.0, ["*.query", "*.value"]).with_dropout(0.1));

@@ -227,13 +227,23 @@ fn loss_terms_refuse_missing_or_mismatched_inputs() {
     assert!(err.to_string().contains("labels"), "{err}");
     // A hint projector 5 → 7 fed 4-wide hidden states.
     let hint = DistillLossConfig::new()
-        .with_hint(1.0, 5, 7)
-        .init::<Inner>(&d)
+        .with_hint(1.0)
+        .init_with_projectors::<Inner>(&[(5, 7)], &d)
         .unwrap();
     let h = DistillTargets::new(s.clone(), t.clone())
         .with_hidden(Tensor::zeros([2, 4], &d), Tensor::zeros([2, 7], &d));
-    let err = hint.forward(h, 1).unwrap_err();
-    assert!(err.to_string().contains("with_hint(w, 4, 7)"), "{err}");
+    let err = hint.forward(h.clone(), 1).unwrap_err();
+    assert!(
+        err.to_string().contains("init_with_projectors(&[(4, 7)])"),
+        "{err}"
+    );
+    // No projector at all for widths that differ.
+    let bare = DistillLossConfig::new()
+        .with_hint(1.0)
+        .init::<Inner>(&d)
+        .unwrap();
+    let err = bare.forward(h, 1).unwrap_err();
+    assert!(err.to_string().contains("no projector"), "{err}");
     // Token KD with a mask of the wrong shape.
     let kd = DistillLossConfig::new().init::<Inner>(&d).unwrap();
     let logits = Tensor::<Inner, 3>::zeros([2, 5, 3], &d);

@@ -192,7 +192,7 @@ fn a_term_the_mode_cannot_feed_is_refused_before_the_first_step() {
         drawn: Cell::new(0),
     };
     for (config, term) in [
-        (DistillLossConfig::new().with_hint(1.0, 16, 16), "hint"),
+        (DistillLossConfig::new().with_hint(1.0), "hint"),
         (DistillLossConfig::new().with_cosine(1.0), "cosine"),
         (DistillLossConfig::new().with_dkd(1.0, 1.0, 8.0), "dkd"),
     ] {
@@ -205,7 +205,7 @@ fn a_term_the_mode_cannot_feed_is_refused_before_the_first_step() {
     }
     assert_eq!(lm_train.drawn.get(), 0, "no batch was drawn");
 
-    // The classification modes give logits only too.
+    // An MLP exposes hidden states, not the stage maps attention transfer compares.
     let d = device();
     let teacher: TransferModel<Inner, MlpBackbone<Inner>, LinearHead<Inner>> =
         TransferModel::with_linear_head(MlpBackbone::new(&[8, 16], &d).unwrap(), 4, &d).unwrap();

@@ -1,16 +1,19 @@
 //! The distillation terms beyond plain KD against PyTorch, values and gradients
 //! (`tests/fixtures/distill_terms.json`, float64 from `scripts/make_distill_fixtures.py`;
 //! inputs exact in f32): decoupled KD, attention transfer, the FitNets hint through its
-//! projector, masked token-level KD and GKD's generalized Jensen–Shannon divergence.
+//! projector, masked token-level KD, GKD's generalized Jensen–Shannon divergence, and the
+//! layer terms (TinyBERT's hidden and attention MSE, DistilBERT's cosine) over the real
+//! tokens of a padded batch.
 
 use crate::common::*;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
+use burn_transfer::layer_outputs::LayerOutputs;
 use burn_transfer::loss::functional::{
     attention_transfer, dkd, generalized_jsd_tokens, kd_kl_tokens,
 };
-use burn_transfer::loss::{DistillLossConfig, DistillTargets};
+use burn_transfer::loss::{DistillLossConfig, DistillTargets, LayerPair, LayerPairs};
 use serde_json::Value;
 
 fn cases() -> Value {
@@ -146,13 +149,13 @@ fn the_fitnets_hint_and_its_projector_match_pytorch() {
     let [rows, sd] = hs.dims();
     let td = ht.dims()[1];
     let mut loss = DistillLossConfig::new()
-        .with_hint(1.0, sd, td)
-        .init::<B>(&device())
+        .with_hint(1.0)
+        .init_with_projectors::<B>(&[(sd, td)], &device())
         .unwrap();
     // PyTorch stores the weight `[out, in]`, burn `[in, out]`.
     let weight = Param::from_tensor(tensor::<2>(&c["weight_out_in"]).transpose().require_grad());
     let bias = Param::from_tensor(tensor::<1>(&c["bias"]).require_grad());
-    loss.hint_projector = Some(Linear {
+    loss.projectors[0] = Some(Linear {
         weight: weight.clone(),
         bias: Some(bias.clone()),
     });
@@ -254,6 +257,172 @@ fn generalized_jsd_matches_pytorch_from_forward_to_reverse_kl() {
             &grad,
             &flat(&run["grad_student"]),
             &format!("d {what} / d s"),
+        );
+    }
+}
+
+/// Feature distillation between mapped layers, through the path a `Distiller` takes
+/// (`LayerPairs::targets` → `DistillLoss` built for the pairs): TinyBERT's hidden-state MSE
+/// with one projector per pair, its attention MSE and DistilBERT's cosine over the real
+/// tokens of a padded batch, values and gradients.
+#[test]
+fn layer_terms_over_real_tokens_match_tinybert_and_distilbert() {
+    let c = &cases()["layers"];
+    let d = device();
+    let mask = ints::<2>(&c["attention_mask"]);
+    let padding = mask.equal_elem(0);
+    let list = |v: &Value| -> Vec<Tensor<B, 3>> {
+        v.as_array().unwrap().iter().map(tensor::<3>).collect()
+    };
+    let student_hidden: Vec<Tensor<B, 3>> = list(&c["student_hidden"])
+        .into_iter()
+        .map(|t| t.require_grad())
+        .collect();
+    let teacher_hidden = list(&c["teacher_hidden"]);
+    let student_att = tensor::<4>(&c["student_attention"]).require_grad();
+    let pair = |student, teacher| LayerPair { student, teacher };
+    let pairs = LayerPairs {
+        hidden: vec![pair(0, 0), pair(1, 1)],
+        hidden_widths: vec![(6, 10), (6, 10)],
+        attentions: vec![pair(1, 1)],
+        maps: Vec::new(),
+    };
+    let mut loss = DistillLossConfig::new()
+        .with_hint(1.0)
+        .with_attention_mse(1.0)
+        .init_for_layers::<B>(pairs.clone(), &d)
+        .unwrap();
+    let mut params = Vec::new();
+    for k in 0..2 {
+        // PyTorch stores the weight `[out, in]`, burn `[in, out]`.
+        let w = Param::from_tensor(
+            tensor::<2>(&c["weights_out_in"][k])
+                .transpose()
+                .require_grad(),
+        );
+        let b = Param::from_tensor(tensor::<1>(&c["biases"][k]).require_grad());
+        loss.projectors[k] = Some(Linear {
+            weight: w.clone(),
+            bias: Some(b.clone()),
+        });
+        params.push((w, b));
+    }
+    let outputs = |hidden, attentions| LayerOutputs {
+        hidden,
+        attentions,
+        maps: Vec::new(),
+        padding: Some(padding.clone()),
+    };
+    let logits = Tensor::<B, 2>::zeros([2, 3], &d);
+    let targets = pairs
+        .targets(
+            DistillTargets::new(logits.clone(), logits.clone()),
+            outputs(student_hidden.clone(), vec![student_att.clone()]),
+            outputs(
+                teacher_hidden.clone(),
+                vec![tensor::<4>(&c["teacher_attention"])],
+            ),
+        )
+        .unwrap();
+    let out = loss.forward(targets, 1).unwrap();
+    let term = |name: &str| {
+        out.terms
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+            .clone()
+    };
+    let value = |t: Tensor<B, 1>| t.into_data().to_vec::<f32>().unwrap();
+    assert_close(&value(term("hint")), &[c["hint"].as_f64().unwrap()], "hint");
+    assert_close(
+        &value(term("attention_mse")),
+        &[c["attention_mse"].as_f64().unwrap()],
+        "attention MSE",
+    );
+    let grads = out.total.backward();
+    let got = |t: Tensor<Inner, 3>| t.into_data().to_vec::<f32>().unwrap();
+    for k in 0..2 {
+        assert_close(
+            &got(student_hidden[k].grad(&grads).unwrap()),
+            &flat(&c["grad_hint_hidden"][k]),
+            "d hint / d h_s",
+        );
+        let (w, b) = &params[k];
+        assert_close(
+            &w.val()
+                .grad(&grads)
+                .unwrap()
+                .transpose()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            &flat(&c["grad_hint_weights_out_in"][k]),
+            "d hint / d W",
+        );
+        assert_close(
+            &b.val()
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            &flat(&c["grad_hint_biases"][k]),
+            "d hint / d b",
+        );
+    }
+    assert_close(
+        &student_att
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
+        &flat(&c["grad_attention_mse"]),
+        "d attention MSE / d a_s",
+    );
+
+    // DistilBERT's cosine: student and teacher of one width, no projector.
+    let cosine_hidden: Vec<Tensor<B, 3>> = list(&c["cosine_student_hidden"])
+        .into_iter()
+        .map(|t| t.require_grad())
+        .collect();
+    let same_width = LayerPairs {
+        hidden: vec![pair(0, 0), pair(1, 1)],
+        hidden_widths: vec![(10, 10), (10, 10)],
+        ..LayerPairs::default()
+    };
+    let cosine = DistillLossConfig::new()
+        .with_cosine(1.0)
+        .init_for_layers::<B>(same_width.clone(), &d)
+        .unwrap();
+    assert!(cosine.projectors.is_empty());
+    let targets = same_width
+        .targets(
+            DistillTargets::new(logits.clone(), logits),
+            outputs(cosine_hidden.clone(), Vec::new()),
+            outputs(teacher_hidden, Vec::new()),
+        )
+        .unwrap();
+    let out = cosine.forward(targets, 1).unwrap();
+    let term = out
+        .terms
+        .iter()
+        .find(|(n, _)| *n == "cosine")
+        .unwrap()
+        .1
+        .clone();
+    assert_close(
+        &value(term.clone()),
+        &[c["cosine"].as_f64().unwrap()],
+        "cosine",
+    );
+    let grads = term.backward();
+    for k in 0..2 {
+        assert_close(
+            &got(cosine_hidden[k].grad(&grads).unwrap()),
+            &flat(&c["grad_cosine_hidden"][k]),
+            "d cosine / d h_s",
         );
     }
 }

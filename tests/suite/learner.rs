@@ -98,7 +98,7 @@ fn what_a_learner_step_cannot_feed_is_refused_when_the_model_is_built() {
         .learner_model(mlp_model())
         .unwrap_err();
     assert!(err.to_string().contains("not told its epoch"), "{err}");
-    let hint = DistillLossConfig::new().with_hint(1.0, 16, 32);
+    let hint = DistillLossConfig::new().with_hint(1.0);
     let err = Distiller::new(teacher(), hint, tuner())
         .unwrap()
         .learner_model(mlp_model())

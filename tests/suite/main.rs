@@ -4,6 +4,7 @@ mod bert;
 mod common;
 mod config;
 mod distill;
+mod distill_layers;
 mod distill_lm;
 mod distill_terms;
 mod errors;

@@ -82,7 +82,7 @@ pub struct BertSelfAttention<B: Backend> {
     /// Value projection.
     pub value: Linear<B>,
     dropout: Dropout,
-    heads: usize,
+    pub(crate) heads: usize,
 }
 
 impl<B: Backend> BertSelfAttention<B> {

@@ -40,6 +40,7 @@ use crate::error::Result;
 use crate::freeze::{Freeze, ToInner};
 use crate::head::{SequenceBackbone, SequenceFeatures};
 use crate::import::{ImportOptions, ImportReport, import_weights};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -271,6 +272,40 @@ impl<B: Backend> SequenceBackbone<B> for Bert<B> {
 
     fn hidden_dim(&self) -> usize {
         self.hidden_size
+    }
+
+    /// The embeddings' output and every layer's (`layers + 1` hidden states), every
+    /// layer's attention probabilities.
+    fn layer_spec(&self) -> LayerSpec {
+        let heads = self
+            .encoder
+            .layer
+            .first()
+            .map_or(0, |l| l.attention.self_attention.heads);
+        LayerSpec::transformer(self.encoder.layer.len(), self.hidden_size, heads)
+    }
+
+    fn hidden_states_with_layers(
+        &self,
+        input: BertInput<B>,
+        request: LayerRequest,
+    ) -> (SequenceFeatures<B>, LayerOutputs<B>) {
+        let out = self.forward(input, request.attentions);
+        let features = SequenceFeatures {
+            hidden: out.last_hidden_state,
+            padding_mask: Some(out.padding_mask.clone()),
+        };
+        let layers = LayerOutputs {
+            hidden: if request.hidden {
+                out.hidden_states
+            } else {
+                Vec::new()
+            },
+            attentions: out.attentions,
+            maps: Vec::new(),
+            padding: Some(out.padding_mask),
+        };
+        (features, layers)
     }
 
     fn has_pooler(&self) -> bool {
