@@ -18,6 +18,8 @@
 
 #[path = "common/data_dir.rs"]
 mod data_dir;
+#[path = "common/definitions.rs"]
+mod definitions;
 #[path = "common/digits.rs"]
 mod digits;
 #[path = "common/table.rs"]
@@ -32,7 +34,7 @@ use burn_transfer::checkpoint::{load_model, save_model};
 use burn_transfer::finetune::evaluate;
 use burn_transfer::models::{Bert, BertConfig, BertInput, BertTokenizer, weights_dir};
 use burn_transfer::prelude::*;
-use std::collections::HashSet;
+use definitions::{CLASSES, Definitions, batches};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use table::{Table, percent};
@@ -47,15 +49,6 @@ const SEED: u64 = 7;
 const MAX_LEN: usize = 48;
 const BATCH: usize = 16;
 const TEST_PER_CLASS: usize = 80;
-/// WordNet's lexicographer files used as classes: (file number in `data.noun`, name).
-const CLASSES: [(&str, &str); 5] = [
-    ("05", "animal"),
-    ("06", "artifact"),
-    ("13", "food"),
-    ("18", "person"),
-    ("20", "plant"),
-];
-
 fn main() -> burn_transfer::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out_dir = PathBuf::from("target/definitions_minilm");
@@ -79,15 +72,20 @@ fn main() -> burn_transfer::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(120);
-    let (train, test, available) = load_definitions(per_class);
+    let Definitions {
+        train,
+        test,
+        available,
+        ..
+    } = definitions::load(SEED, per_class, TEST_PER_CLASS, 0);
     println!(
         "WordNet 3.0 noun definitions of {} ({available} unique): training on {} ({per_class} per class), testing on {} ({TEST_PER_CLASS} per class), at most {MAX_LEN} tokens",
         CLASSES.map(|(_, name)| name).join(", "),
         train.len(),
         test.len()
     );
-    let train_b: Batches = batches(&tokenizer, &train, &device)?;
-    let test_b: TestBatches = batches(&tokenizer, &test, &device)?;
+    let train_b: Batches = batches(&tokenizer, &train, BATCH, &device)?;
+    let test_b: TestBatches = batches(&tokenizer, &test, BATCH, &device)?;
 
     let pretrained = || -> burn_transfer::Result<Bert<B>> {
         let (bert, _) = Bert::from_pretrained(&minilm, &device)?;
@@ -256,71 +254,4 @@ fn predict(
         );
     println!("{text} → {} ({:.1}%)", CLASSES[class].1, p * 100.0);
     Ok(())
-}
-
-/// WordNet's noun definitions of the five classes: the text after `|` in `data.noun` up to
-/// the first quoted usage example; a definition found twice is dropped (some synsets share
-/// one, within a class or across two), the rest shuffled with a fixed seed; `per_class` training and `TEST_PER_CLASS` test
-/// definitions of each class. Also returns how many unique definitions there were.
-#[allow(clippy::type_complexity)]
-fn load_definitions(per_class: usize) -> (Vec<(String, i64)>, Vec<(String, i64)>, usize) {
-    let dir = data_dir::data_dir("wordnet");
-    let Ok(text) = std::fs::read_to_string(dir.join("data.noun")) else {
-        eprintln!(
-            "WordNet's nouns are not in {}; run `scripts/fetch-data.sh` first (or set BURN_TRANSFER_DATA)",
-            dir.display()
-        );
-        std::process::exit(2);
-    };
-    let mut by_class: Vec<Vec<String>> = vec![Vec::new(); CLASSES.len()];
-    let mut seen = HashSet::new();
-    let mut ambiguous = HashSet::new();
-    // Lines that start with spaces are the licence header.
-    for line in text.lines().filter(|l| !l.starts_with(' ')) {
-        let (Some(file), Some((_, gloss))) = (line.split(' ').nth(1), line.split_once(" | "))
-        else {
-            continue;
-        };
-        let Some(class) = CLASSES.iter().position(|(f, _)| *f == file) else {
-            continue;
-        };
-        let definition = gloss.split("; \"").next().unwrap_or("").trim();
-        if definition.is_empty() {
-            continue;
-        }
-        if !seen.insert(definition.to_string()) {
-            ambiguous.insert(definition.to_string());
-        }
-        by_class[class].push(definition.to_string());
-    }
-    let mut rng = digits::Rng::new(SEED);
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    for (label, mut definitions) in by_class.into_iter().enumerate() {
-        definitions.retain(|d| !ambiguous.contains(d));
-        rng.shuffle(&mut definitions);
-        let label = label as i64;
-        let mut it = definitions.into_iter();
-        test.extend(it.by_ref().take(TEST_PER_CLASS).map(|d| (d, label)));
-        train.extend(it.take(per_class).map(|d| (d, label)));
-    }
-    rng.shuffle(&mut train);
-    (train, test, seen.len() - ambiguous.len())
-}
-
-fn batches<Bk: Backend>(
-    tokenizer: &BertTokenizer,
-    samples: &[(String, i64)],
-    device: &Bk::Device,
-) -> burn_transfer::Result<Vec<ClassificationBatch<Bk, BertInput<Bk>>>> {
-    samples
-        .chunks(BATCH)
-        .map(|chunk| {
-            let texts: Vec<&str> = chunk.iter().map(|(t, _)| t.as_str()).collect();
-            let labels: Vec<i64> = chunk.iter().map(|(_, y)| *y).collect();
-            Ok(ClassificationBatch::new(
-                tokenizer.batch::<Bk>(&texts, device)?,
-                Tensor::from_data(TensorData::new(labels, [chunk.len()]), device),
-            ))
-        })
-        .collect()
 }

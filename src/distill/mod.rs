@@ -78,6 +78,37 @@ use core::marker::PhantomData;
 /// token batches (token-level KD), prompts the teacher continues ([`TeacherContinues`]:
 /// sequence-level KD) and prompts the student continues ([`StudentContinues`]: on-policy
 /// KD, TRL's GKD). Each loss term is logged per epoch in the history (`terms`).
+///
+/// Feature distillation goes through the same `fit`: the loss configuration's feature terms
+/// compare the intermediate outputs both models expose
+/// ([`Classifier::layer_spec`](crate::task::Classifier::layer_spec)) under a
+/// [`LayerMap`](crate::loss::LayerMap), checked against both models before the first batch:
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::module::AutodiffModule;
+/// use burn::tensor::{Distribution, Int, Tensor};
+/// use burn_transfer::loss::LayerMap;
+/// use burn_transfer::prelude::*;
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let net = |widths: &[usize]| TransferModel::with_linear_head(MlpBackbone::<B>::new(widths, &device).unwrap(), 3, &device).unwrap();
+/// let (teacher, student) = (net(&[8, 64, 64]), net(&[8, 16]));
+/// // FitNets: the student's hidden layer 1 regresses onto the teacher's layer 2 through a
+/// // learned 16 → 64 projection, beside KD + CE on the logits.
+/// let loss = DistillLossConfig::new()
+///     .with_hint(1.0)
+///     .with_layer_map(LayerMap::Pairs(vec![(1, 2)]));
+/// let tuner = FineTuner::<B>::new().epochs(1).monitor(Monitor::TrainLoss).verbose(false);
+/// let distiller = Distiller::new(teacher.valid(), loss, tuner)?;
+/// assert_eq!(distiller.layer_pairs(&student)?.hidden_widths, [(16, 64)]);
+/// let x = Tensor::<B, 2>::random([16, 8], Distribution::Normal(0.0, 1.0), &device);
+/// let y = Tensor::<B, 1, Int>::random([16], Distribution::Uniform(0.0, 3.0), &device);
+/// let outcome = distiller.fit(student, &vec![ClassificationBatch::new(x, y)], None)?;
+/// assert!(outcome.history.epochs[0].terms.contains_key("hint"));
+/// # Ok::<(), burn_transfer::TransferError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Distiller<B: AutodiffBackend, T> {
     teacher: T,
