@@ -24,7 +24,8 @@ pub struct Fingerprint {
     pub hash: String,
 }
 
-fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
+/// FNV-1a, 64 bits: a fast hash for telling data apart (not for security).
+pub(crate) fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })

@@ -10,5 +10,6 @@ mod peft;
 
 pub use bottleneck::{BottleneckAdapter, BottleneckConfig};
 pub use files::{AdapterConfig, AdapterExtra, CONFIG_FILE, WEIGHTS_FILE};
+pub(crate) use fingerprint::fnv;
 pub use fingerprint::{Fingerprint, TensorPrint};
 pub use lora::{LoraAdapter, LoraConfig, LoraKind, LoraModel, LoraTarget, LoraWeights};

@@ -48,6 +48,7 @@ mod learner;
 mod modes;
 mod student;
 mod teacher_on;
+mod topk_cache;
 
 pub use cache::{CachedBatches, TeacherCache};
 pub use generated::{StudentContinues, TeacherContinues};
@@ -55,13 +56,14 @@ pub use learner::LearnerDistillation;
 pub use modes::{DistillBatch, Unlabelled};
 pub use student::DistillStudent;
 pub use teacher_on::TeacherOn;
+pub use topk_cache::{TopKBatch, TopKBatches, TopKCache};
 
-use crate::error::Result;
+use crate::error::{Result, TransferError};
 use crate::finetune::{FineTuner, FitOutcome};
 use crate::freeze::ToInner;
 use crate::loss::{DistillLossConfig, LayerPairs};
 use crate::objective::{Objective, StepAt, StepOutput};
-use crate::task::{BatchSource, ClassificationBatch, Classifier};
+use crate::task::{BatchSource, CausalLm, ClassificationBatch, Classifier, TokenBatch};
 use burn::module::{AutodiffModule, Module, ModuleDisplay};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -116,6 +118,14 @@ pub struct Distiller<B: AutodiffBackend, T> {
     tuner: FineTuner<B>,
 }
 
+impl<B: AutodiffBackend> Distiller<B, PhantomData<B::InnerBackend>> {
+    /// A distiller without a teacher, for batches that carry the teacher's outputs (a
+    /// [`TopKCache`], cached logits): the teacher's weights need not stay in memory.
+    pub fn without_teacher(loss: DistillLossConfig, tuner: FineTuner<B>) -> Result<Self> {
+        Self::new(PhantomData, loss, tuner)
+    }
+}
+
 impl<B, T> Distiller<B, T>
 where
     B: AutodiffBackend,
@@ -132,6 +142,49 @@ where
             loss,
             tuner,
         })
+    }
+
+    /// Runs the causal-LM teacher once over `batches` and keeps, per position, its `k` most
+    /// likely next tokens with their log-probabilities at the loss configuration's
+    /// temperature and the log of the remaining mass, in memory-mapped shards in `dir`
+    /// ([`TopKCache`]). A cache already in `dir` for the same teacher weights, batches, `k`
+    /// and temperature is opened instead, without running the teacher. Train on it with
+    /// [`TopKCache::attach`] and [`fit`](Self::fit) — from a
+    /// [`without_teacher`](Distiller::without_teacher) distiller if the teacher is not
+    /// needed any more. An error for a scheduled temperature, `k` outside `1..=vocab`, or
+    /// what the disk refuses.
+    pub fn cache_teacher_topk(
+        &self,
+        batches: &[TokenBatch<B>],
+        k: usize,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<TopKCache>
+    where
+        T: CausalLm<B::InnerBackend>,
+    {
+        if !self.loss.temperature.is_constant() {
+            return Err(TransferError::config(
+                "temperature",
+                format!("{:?}", self.loss.temperature),
+                "a top-k cache holds the teacher's probabilities at one temperature; distil from it at a constant one",
+            ));
+        }
+        let inner: Vec<TokenBatch<B::InnerBackend>> = batches
+            .iter()
+            .map(|b| {
+                TokenBatch::new(
+                    b.input_ids.clone().inner(),
+                    b.attention_mask.clone().inner(),
+                )
+            })
+            .collect();
+        TopKCache::build(
+            &self.teacher,
+            &inner,
+            k,
+            self.loss.temperature.at(1),
+            dir.as_ref(),
+        )
     }
 
     /// The teacher (inner backend: it cannot be optimised).

@@ -428,7 +428,7 @@ where
 
 /// Position `t` of a causal LM scores token `t + 1`: the KD mask is 1 where that next token
 /// is real, and the labels are the ids shifted left, [`IGNORE_INDEX`] where there is none.
-fn next_token_targets<B: Backend>(
+pub(crate) fn next_token_targets<B: Backend>(
     input_ids: &Tensor<B, 2, Int>,
     attention_mask: &Tensor<B, 2, Int>,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {

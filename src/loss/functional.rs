@@ -55,6 +55,45 @@ pub fn kd_kl_tokens<B: Backend>(
     token_mean(kl, attention_mask).mul_scalar(temperature * temperature)
 }
 
+/// Token-level KD against a *sparse* teacher (a top-k cache): per position the teacher's
+/// `k` most likely tokens `indices` `[batch, seq, k]` with their log-probabilities at
+/// temperature `T` `teacher_log_probs` `[batch, seq, k]`, and the log of the probability
+/// left to every other token `teacher_tail` `[batch, seq]` (`-inf`, or any value below
+/// −10⁴, when nothing is left). The rest of the vocabulary is one bucket on both sides:
+/// the term is `T²` × the mean over the tokens (mask as [`kd_kl_tokens`]) of the KL between
+/// the `(k + 1)`-bucket distributions `(p_t(top-k), tail_t)` and `(p_s(top-k), tail_s)`,
+/// with `tail_s = 1 − Σ_top-k p_s`. With `k` equal to the vocabulary it is
+/// [`kd_kl_tokens`].
+pub fn kd_kl_topk_tokens<B: Backend>(
+    student: Tensor<B, 3>,
+    indices: Tensor<B, 3, Int>,
+    teacher_log_probs: Tensor<B, 3>,
+    teacher_tail: Tensor<B, 2>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
+    temperature: f64,
+) -> Tensor<B, 1> {
+    let [batch, seq, _] = student.dims();
+    let k = indices.dims()[2];
+    let log_ps = log_softmax(student.div_scalar(temperature), 2);
+    let top_s = log_ps.gather(2, indices).reshape([batch * seq, k]);
+    let top_t = teacher_log_probs.reshape([batch * seq, k]);
+    // A tail of exactly nothing (k = vocabulary) stays finite: its probability is 0 and
+    // so is its term, whatever the student's tail.
+    let tail_t = teacher_tail.reshape([batch * seq, 1]).clamp_min(-1e4);
+    let tail_s = top_s
+        .clone()
+        .exp()
+        .sum_dim(1)
+        .neg()
+        .add_scalar(1.0)
+        .clamp_min(1e-12)
+        .log();
+    let kl_top = (top_t.clone().exp() * (top_t - top_s)).sum_dim(1);
+    let kl_tail = tail_t.clone().exp() * (tail_t - tail_s);
+    let kl = (kl_top + kl_tail).reshape([batch * seq]);
+    token_mean(kl, attention_mask).mul_scalar(temperature * temperature)
+}
+
 /// The generalized Jensen–Shannon divergence of GKD (Agarwal et al., 2024; TRL's
 /// `GKDTrainer`) between teacher and student token distributions at temperature `T`:
 /// `β·KL(p_t ‖ m) + (1 − β)·KL(p_s ‖ m)` with the mixture `m = β·p_t + (1 − β)·p_s`, which

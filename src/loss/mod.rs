@@ -640,7 +640,7 @@ impl<B: Backend> DistillLoss<B> {
             &student.dims(),
             &teacher.dims(),
         )?;
-        let [batch, seq, vocab] = student.dims();
+        let [batch, seq, _] = student.dims();
         if let Some(m) = &attention_mask {
             same_shape(
                 "attention mask vs logits [batch, seq]",
@@ -655,37 +655,131 @@ impl<B: Backend> DistillLoss<B> {
                 terms: vec![("kd", kd)],
             });
         };
-        same_shape(
-            "token labels vs logits [batch, seq]",
-            &labels.dims(),
-            &[batch, seq],
-        )?;
         let alpha = c.alpha.at(epoch);
-        let device = student.device();
-        let (safe_labels, keep) = token_targets(labels, attention_mask, vocab)?;
-        let log_p = burn::tensor::activation::log_softmax(student.reshape([batch * seq, vocab]), 1);
-        let nll = log_p
-            .gather(
-                1,
-                Tensor::from_data(
-                    TensorData::new(safe_labels, [batch * seq, 1]).convert::<B::IntElem>(),
-                    &device,
-                ),
-            )
-            .reshape([batch * seq])
-            .neg();
-        let count = keep.iter().filter(|k| **k > 0.0).count().max(1) as f64;
-        let keep = Tensor::<B, 1>::from_data(
-            TensorData::new(keep, [batch * seq]).convert::<B::FloatElem>(),
-            &device,
-        );
-        let ce = (nll * keep).sum().div_scalar(count);
+        let ce = token_cross_entropy(student, labels, attention_mask)?;
         let (kd, ce) = (kd.mul_scalar(alpha), ce.mul_scalar(1.0 - alpha));
         Ok(DistillLossOutput {
             total: kd.clone() + ce.clone(),
             terms: vec![("kd", kd), ("ce", ce)],
         })
     }
+
+    /// Token-level KD against a sparse teacher (a top-k cache,
+    /// [`TopKCache`](crate::distill::TopKCache)): as [`forward_tokens`](Self::forward_tokens)
+    /// with the KD term of [`functional::kd_kl_topk_tokens`]. The temperature is the
+    /// cache's, which [`TopKCache::attach`](crate::distill::TopKCache::attach) checks against
+    /// this configuration.
+    pub fn forward_topk_tokens(
+        &self,
+        student: Tensor<B, 3>,
+        teacher: TopKTargets<B>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        labels: Option<Tensor<B, 2, Int>>,
+        epoch: usize,
+    ) -> Result<DistillLossOutput<B>> {
+        let [batch, seq, vocab] = student.dims();
+        let [ib, is, k] = teacher.indices.dims();
+        same_shape(
+            "top-k indices vs logits [batch, seq]",
+            &[ib, is],
+            &[batch, seq],
+        )?;
+        same_shape(
+            "top-k log-probabilities vs indices",
+            &teacher.log_probs.dims(),
+            &[ib, is, k],
+        )?;
+        same_shape(
+            "top-k tail vs logits [batch, seq]",
+            &teacher.tail.dims(),
+            &[batch, seq],
+        )?;
+        if k == 0 || k > vocab {
+            return Err(TransferError::WidthMismatch {
+                what: "teacher's top-k vs student vocabulary".into(),
+                expected: vocab,
+                actual: k,
+                hint: "the cache keeps k of the teacher's tokens per position, 1 ≤ k ≤ the student's vocabulary: both models must share the tokenizer".into(),
+            });
+        }
+        if let Some(m) = &attention_mask {
+            same_shape(
+                "attention mask vs logits [batch, seq]",
+                &m.dims(),
+                &[batch, seq],
+            )?;
+        }
+        let t = self.config.temperature.at(epoch);
+        let kd = functional::kd_kl_topk_tokens(
+            student.clone(),
+            teacher.indices,
+            teacher.log_probs,
+            teacher.tail,
+            attention_mask.clone(),
+            t,
+        );
+        let Some(labels) = labels else {
+            return Ok(DistillLossOutput {
+                total: kd.clone(),
+                terms: vec![("kd", kd)],
+            });
+        };
+        let alpha = self.config.alpha.at(epoch);
+        let ce = token_cross_entropy(student, labels, attention_mask)?;
+        let (kd, ce) = (kd.mul_scalar(alpha), ce.mul_scalar(1.0 - alpha));
+        Ok(DistillLossOutput {
+            total: kd.clone() + ce.clone(),
+            terms: vec![("kd", kd), ("ce", ce)],
+        })
+    }
+}
+
+/// A sparse teacher's next-token distributions for one token batch: per position its top-k
+/// tokens, their log-probabilities at the distillation temperature, and the log of the
+/// probability left to the others (what a [`TopKCache`](crate::distill::TopKCache) holds).
+#[derive(Clone, Debug)]
+pub struct TopKTargets<B: Backend> {
+    /// Token ids `[batch, seq, k]`, most likely first.
+    pub indices: Tensor<B, 3, Int>,
+    /// Their log-probabilities `[batch, seq, k]`.
+    pub log_probs: Tensor<B, 3>,
+    /// Log of the remaining mass `[batch, seq]` (`-inf` when none is left).
+    pub tail: Tensor<B, 2>,
+}
+
+/// The next-token cross-entropy of `student` `[batch, seq, vocab]` against `labels`
+/// `[batch, seq]`, a mean over the counted positions (not padding, not
+/// [`IGNORE_INDEX`]); a counted label outside the vocabulary is an error.
+fn token_cross_entropy<B: Backend>(
+    student: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
+) -> Result<Tensor<B, 1>> {
+    let [batch, seq, vocab] = student.dims();
+    same_shape(
+        "token labels vs logits [batch, seq]",
+        &labels.dims(),
+        &[batch, seq],
+    )?;
+    let device = student.device();
+    let (safe_labels, keep) = token_targets(labels, attention_mask, vocab)?;
+    let log_p = burn::tensor::activation::log_softmax(student.reshape([batch * seq, vocab]), 1);
+    let nll = log_p
+        .gather(
+            1,
+            Tensor::from_data(
+                TensorData::new(safe_labels, [batch * seq, 1]).convert::<B::IntElem>(),
+                &device,
+            ),
+        )
+        .reshape([batch * seq])
+        .neg();
+    let count = keep.iter().filter(|k| **k > 0.0).count().max(1) as f64;
+    let keep = Tensor::<B, 1>::from_data(
+        TensorData::new(keep, [batch * seq]).convert::<B::FloatElem>(),
+        &device,
+    );
+    Ok((nll * keep).sum().div_scalar(count))
 }
 
 impl<B: Backend> DistillLoss<B> {

