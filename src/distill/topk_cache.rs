@@ -438,7 +438,7 @@ impl ShardWriter {
         bytes.extend(log_probs.iter().flat_map(|v| v.to_le_bytes()));
         bytes.extend(tail.to_le_bytes());
         out.write_all(&bytes).map_err(|e| {
-            TransferError::io("write a top-k cache shard", &self.dir.join(&entry.file), e)
+            TransferError::io("write a top-k cache shard", self.dir.join(&entry.file), e)
         })?;
         entry.rows += 1;
         Ok(())
