@@ -15,12 +15,18 @@
 //! need (generation comes with it), and `BatchSource`s draw fresh random windows or prompts
 //! every epoch.
 //!
+//! A fourth kind of student learns token by token from a sparse teacher cache on disk
+//! (`Distiller::cache_teacher_topk`: per position the teacher's top k characters and the
+//! rest's mass, memory-mapped shards) without the teacher, on the same windows as the
+//! full-logit student: k = 8, 32, 128 of 2,000 (`LM_TOPK=8,32,128`); the caches stay in
+//! `target/distill_lm/` and are reopened while the teacher and windows are the same.
+//!
 //! Defaults: T = 1, α = 0.5 (`LM_T`, `LM_ALPHA` override them). With this short budget,
 //! T = 2 made the token-level student *worse* than scratch (perplexity 304.8 vs 258.0): the
 //! softened 2000-way targets pull probability mass away from the likely characters, which
 //! a short run cannot undo. `LM_EPOCHS`/`LM_STEPS` set the budget; `LM_TEACHER=path` trains
 //! the teacher once and reloads it afterwards. It exits with an error if the token-level
-//! student does not beat the scratch one.
+//! student, or the one from the largest top-k cache, does not beat the scratch one.
 
 #[path = "common/data_dir.rs"]
 mod data_dir;
@@ -187,6 +193,47 @@ fn main() -> burn_transfer::Result<()> {
     let d_time = started.elapsed().as_secs_f64();
     let d_ppl = distilled.perplexity(&valid)?;
 
+    // Token-level KD from a sparse teacher cache on disk: the teacher runs once over the
+    // very windows the student above saw (the same random stream, all epochs), keeping per
+    // position its top k characters and the mass left to the others; the students then
+    // train without it, epoch by epoch on the same windows in the same order, so only the
+    // targets differ from the full-logit run.
+    let ks: Vec<usize> = env_or("LM_TOPK", "8,32,128".to_string())
+        .split(',')
+        .filter_map(|k| k.trim().parse().ok())
+        .collect();
+    let stream: Vec<TokenBatch<B>> = RandomWindows::new(&corpus.train, epochs * steps)
+        .epoch()
+        .map(|(batch, _)| batch)
+        .collect();
+    let caching = Distiller::new(teacher.clone(), loss.clone(), tuner(3e-3, epochs))?;
+    let mut cached = Vec::new();
+    for &k in &ks {
+        let started = Instant::now();
+        let cache = caching.cache_teacher_topk(
+            &stream,
+            k,
+            std::path::Path::new("target/distill_lm").join(format!("topk-{k}")),
+        )?;
+        let cache_time = started.elapsed().as_secs_f64();
+        println!(
+            "student distilled from the teacher's top-{k} cache ({:.0} MB, {cache_time:.0} s to write or open):",
+            cache.disk_bytes() as f64 / 1e6
+        );
+        B::seed(&device, SEED);
+        let started = Instant::now();
+        let student = Distiller::without_teacher(loss.clone(), tuner(3e-3, epochs))?
+            .fit(
+                CharLm::<B>::new(64, 2, 4, &device),
+                &EpochChunks::new(cache.attach(stream.clone(), &loss)?, steps),
+                Some(&valid),
+            )?
+            .best_model
+            .valid();
+        let time = started.elapsed().as_secs_f64();
+        cached.push((k, cache.disk_bytes(), student.perplexity(&valid)?, time));
+    }
+
     // Sequence-level: the teacher writes continuations of real prompts, the student learns
     // them (α·KD + (1-α)·CE on the written characters, the teacher re-scoring them).
     B::seed(&device, SEED);
@@ -258,6 +305,17 @@ fn main() -> burn_transfer::Result<()> {
             format!("{secs:.0}"),
         ]);
     }
+    for &(k, bytes, ppl, secs) in &cached {
+        table.row(vec![
+            format!(
+                "student, token-level KD from a top-{k} cache ({:.0} MB)",
+                bytes as f64 / 1e6
+            ),
+            distilled.num_params().to_string(),
+            format!("{ppl:.1}"),
+            format!("{secs:.0}"),
+        ]);
+    }
     table.print();
     println!(
         "(students: {epochs} epochs × {steps} steps, teacher twice that; each step {BATCH} windows of {SEQ} characters, or {PROMPTS} prompts of {PROMPT} continued by {NEW})"
@@ -268,5 +326,47 @@ fn main() -> burn_transfer::Result<()> {
         );
         std::process::exit(1);
     }
+    // The largest cache must keep what distillation is for.
+    if let Some(&(k, _, ppl, _)) = cached.iter().max_by_key(|c| c.0)
+        && ppl >= s_ppl
+    {
+        eprintln!(
+            "the student distilled from the top-{k} cache ({ppl:.1}) did not beat the scratch student ({s_ppl:.1})"
+        );
+        std::process::exit(1);
+    }
     Ok(())
+}
+
+/// One long stream of batches served `per_epoch` at a time: epoch `e` gets batches
+/// `e·per_epoch ..`, as a fresh random source would have drawn them epoch after epoch.
+struct EpochChunks<S> {
+    source: S,
+    per_epoch: usize,
+    epoch: std::cell::Cell<usize>,
+}
+
+impl<S> EpochChunks<S> {
+    fn new(source: S, per_epoch: usize) -> Self {
+        Self {
+            source,
+            per_epoch,
+            epoch: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl<T: 'static, S: BatchSource<T>> BatchSource<T> for EpochChunks<S> {
+    fn epoch(&self) -> Box<dyn Iterator<Item = (T, f64)> + '_> {
+        let e = self.epoch.replace(self.epoch.get() + 1);
+        let per = self.per_epoch;
+        Box::new(
+            self.source
+                .epoch()
+                .skip(e * per)
+                .take(per)
+                .enumerate()
+                .map(move |(i, (batch, _))| (batch, (i + 1) as f64 / per as f64)),
+        )
+    }
 }

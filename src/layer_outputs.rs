@@ -7,9 +7,11 @@
 //! [`Classifier::logits_with_layers`](crate::task::Classifier); a
 //! [`TransferModel`](crate::head::TransferModel) takes them from its
 //! [`Backbone`](crate::backbone::Backbone). [`Bert`](crate::models::bert::Bert),
-//! [`ResNet`](crate::models::resnet::ResNet),
-//! [`MobileNetV2`](crate::models::mobilenet_v2::MobileNetV2) and
-//! [`MlpBackbone`](crate::backbone::MlpBackbone) implement them.
+//! [`ViT`](crate::models::vit::ViT),
+//! [`WhisperEncoder`](crate::models::whisper::WhisperEncoder) (hidden states and attention
+//! maps), [`ResNet`](crate::models::resnet::ResNet),
+//! [`MobileNetV2`](crate::models::mobilenet_v2::MobileNetV2) (stage maps) and
+//! [`MlpBackbone`](crate::backbone::MlpBackbone) (hidden layers) implement them.
 //!
 //! Numbering follows Hugging Face's `hidden_states`: number `k ≥ 1` is the output of block
 //! (layer, stage) `k`; number 0 is the input-level output (BERT's embeddings, an MLP's

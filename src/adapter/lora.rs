@@ -11,6 +11,7 @@ use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
 use crate::freeze::{Freeze, GlobPattern, ParamInfo};
 use crate::kernels::{LoraOrientation as Orientation, lora_weight as effective_weight};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use crate::task::{CausalLm, Classifier};
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -474,6 +475,23 @@ impl<B: Backend, M: Classifier<B>> Classifier<B> for LoraModel<B, M> {
 
     fn check_input(&self, input: &Self::Input) -> Result<()> {
         self.base.check_input(input)
+    }
+
+    fn layer_spec(&self) -> LayerSpec {
+        self.base.layer_spec()
+    }
+
+    /// The intermediate outputs of the model with the active adapter applied: a LoRA
+    /// student distils its features too.
+    fn logits_with_layers(
+        &self,
+        input: Self::Input,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        match self.active {
+            None => self.base.logits_with_layers(input, request),
+            Some(_) => self.effective().logits_with_layers(input, request),
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use burn_transfer::head::{Pooled, Pooling};
 use burn_transfer::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use burn_transfer::loss::{DistillLossConfig, LayerMap, LayerPair};
 use burn_transfer::models::{
-    Bert, BertConfig, BertInput, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig,
+    Bert, BertConfig, BertInput, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig, ViT,
+    ViTConfig, WhisperEncoder, WhisperEncoderConfig,
 };
 use burn_transfer::prelude::*;
 use std::cell::Cell;
@@ -326,6 +327,34 @@ fn every_models_layer_spec_describes_its_outputs() {
             Default::default(),
         );
 
+    // The transformers over images and audio: embeddings + every layer, every attention map.
+    let vit = ViT::<Inner>::new(
+        &ViTConfig::default()
+            .shallower(2)
+            .narrower(16, 2)
+            .for_images(32, 8, 3),
+        false,
+        &d,
+    )
+    .unwrap();
+    assert_eq!(vit.layer_spec(), LayerSpec::transformer(2, 16, 2));
+    let (features, out) = vit.features_with_layers(Tensor::zeros([1, 3, 32, 32], &d), all);
+    assert_eq!(features.dims(), [1, 16]);
+    assert_eq!((out.hidden.len(), out.attentions.len()), (3, 2));
+    assert_eq!(out.attentions[1].dims(), [1, 2, 17, 17]);
+    let whisper = WhisperEncoder::<Inner>::new(
+        &WhisperEncoderConfig::default()
+            .shallower(2)
+            .narrower(16, 4)
+            .for_seconds(1),
+        &d,
+    )
+    .unwrap();
+    assert_eq!(whisper.layer_spec(), LayerSpec::transformer(2, 16, 4));
+    let (_, out) = whisper.features_with_layers(Tensor::zeros([1, 80, 100], &d), all);
+    assert_eq!((out.hidden.len(), out.attentions.len()), (3, 2));
+    assert_eq!(out.hidden[2].dims(), [1, 50, 16]);
+
     let bert = bert_classifier::<Inner>(3, 16, 2);
     let spec = bert.layer_spec();
     assert_eq!(spec, LayerSpec::transformer(3, 16, 2));
@@ -336,4 +365,34 @@ fn every_models_layer_spec_describes_its_outputs() {
     assert_eq!(out.hidden[0].dims(), [2, 6, 16]);
     assert_eq!(out.attentions[0].dims(), [2, 2, 6, 6]);
     assert!(out.padding.is_some());
+}
+
+/// A LoRA student distils its features too: the adapter's layers learn the teacher's hidden
+/// states, and only the adapter and the head train.
+#[test]
+fn a_lora_student_learns_hidden_states_through_its_adapter() {
+    use burn_transfer::adapter::{LoraConfig, LoraModel};
+    B::seed(&device(), 14);
+    let teacher = bert_classifier::<Inner>(2, 16, 2);
+    let student = LoraModel::new(
+        bert_classifier::<B>(2, 16, 2),
+        "kd",
+        LoraConfig::new(4, 8.0, ["*.query", "*.value"]),
+    )
+    .unwrap()
+    .unfreeze_base("head")
+    .unwrap();
+    assert_eq!(student.layer_spec(), teacher.layer_spec());
+    let loss = DistillLossConfig::new()
+        .with_hint(1.0)
+        .with_layer_map(LayerMap::Last);
+    let outcome = Distiller::new(teacher, loss, tuner(6))
+        .unwrap()
+        .fit(student, &token_batches(3), None)
+        .unwrap();
+    let (first, last) = (
+        term(&outcome.history.epochs[0].terms, "hint"),
+        term(&outcome.history.epochs.last().unwrap().terms, "hint"),
+    );
+    assert!(last < first, "the hint did not fall: {first} → {last}");
 }

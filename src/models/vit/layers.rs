@@ -135,7 +135,7 @@ pub struct ViTSelfAttention<B: Backend> {
     /// Value projection.
     pub value: Linear<B>,
     dropout: Dropout,
-    heads: usize,
+    pub(crate) heads: usize,
 }
 
 impl<B: Backend> ViTSelfAttention<B> {

@@ -47,6 +47,7 @@ use crate::error::{Result, TransferError};
 use crate::head::TransferModel;
 use crate::import::{ImportOptions, ImportReport, import_weights, inspect_weights};
 use crate::kernels::layer_norm as norm;
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use crate::models::WithLinearHead;
 use burn::module::Module;
 use burn::nn::LayerNorm;
@@ -289,6 +290,36 @@ impl<B: Backend> Backbone<B> for ViT<B> {
 
     fn check_input(&self, pixels: &Tensor<B, 4>) -> Result<()> {
         self.check_images(pixels)
+    }
+
+    /// The embeddings' output and every layer's (before the final norm, as transformers
+    /// returns them), every layer's attention probabilities; positions are `[CLS]` and the
+    /// patches.
+    fn layer_spec(&self) -> LayerSpec {
+        let heads = self
+            .encoder
+            .layer
+            .first()
+            .map_or(0, |l| l.attention.attention.heads);
+        LayerSpec::transformer(self.encoder.layer.len(), self.hidden_size, heads)
+    }
+
+    fn features_with_layers(
+        &self,
+        pixels: Tensor<B, 4>,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let out = self.forward(pixels, request.attentions);
+        let layers = LayerOutputs {
+            hidden: if request.hidden {
+                out.hidden_states
+            } else {
+                Vec::new()
+            },
+            attentions: out.attentions,
+            ..LayerOutputs::default()
+        };
+        (class_token(out.last_hidden_state), layers)
     }
 }
 

@@ -42,7 +42,7 @@ pub struct WhisperAttention<B: Backend> {
     /// Output projection.
     pub out_proj: Linear<B>,
     dropout: Dropout,
-    heads: usize,
+    pub(crate) heads: usize,
 }
 
 impl<B: Backend> WhisperAttention<B> {

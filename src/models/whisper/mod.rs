@@ -43,6 +43,7 @@ use crate::backbone::Backbone;
 use crate::error::{Result, TransferError};
 use crate::import::{ImportOptions, ImportReport, import_weights};
 use crate::kernels::{dropout, gelu, layer_norm as norm};
+use crate::layer_outputs::{LayerOutputs, LayerRequest, LayerSpec};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{
@@ -302,6 +303,33 @@ impl<B: Backend> Backbone<B> for WhisperEncoder<B> {
 
     fn check_input(&self, input_features: &Tensor<B, 3>) -> Result<()> {
         self.check_features(input_features)
+    }
+
+    /// The embeddings' output and every layer's (the last after the final norm, as
+    /// transformers returns them), every layer's attention probabilities.
+    fn layer_spec(&self) -> LayerSpec {
+        let heads = self.layers.first().map_or(0, |l| l.self_attn.heads);
+        LayerSpec::transformer(self.layers.len(), self.d_model, heads)
+    }
+
+    fn features_with_layers(
+        &self,
+        input_features: Tensor<B, 3>,
+        request: LayerRequest,
+    ) -> (Tensor<B, 2>, LayerOutputs<B>) {
+        let out = self.forward(input_features, request.attentions);
+        let [batch, _, width] = out.last_hidden_state.dims();
+        let features = out.last_hidden_state.mean_dim(1).reshape([batch, width]);
+        let layers = LayerOutputs {
+            hidden: if request.hidden {
+                out.hidden_states
+            } else {
+                Vec::new()
+            },
+            attentions: out.attentions,
+            ..LayerOutputs::default()
+        };
+        (features, layers)
     }
 }
 
