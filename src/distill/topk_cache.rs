@@ -11,13 +11,11 @@
 //! folder is written beside its final place and renamed into it, so a cache is whole or
 //! absent.
 
-use super::modes::{DistillBatch, next_token_targets, token_terms_only};
+use super::modes::{DistillBatch, student_tokens, token_terms_only};
 use crate::adapter::Fingerprint;
 use crate::error::{Result, TransferError};
 use crate::loss::{DistillLoss, DistillLossConfig, LayerPairs, TopKTargets};
-use crate::objective::{
-    NextTokenLoss, Objective, StepAt, StepOutput, batch_error, next_token_correct,
-};
+use crate::objective::{NextTokenLoss, Objective, StepAt, StepOutput, batch_error};
 use crate::task::{BatchSource, CausalLm, TokenBatch};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -556,21 +554,17 @@ where
             input_ids,
             attention_mask,
         } = self.tokens;
-        let logits = student
-            .next_token_logits(input_ids.clone(), attention_mask.clone())
-            .map_err(|e| batch_error(e, "training", at.batch))?;
-        let (kd_mask, labels) = next_token_targets(&input_ids, &attention_mask);
-        let (correct, count) = next_token_correct(&logits, &input_ids, &attention_mask);
-        if count == 0 {
-            return Err(TransferError::BatchShape(format!(
-                "training batch {}: no position has a real next token; give sequences of at least two real tokens",
-                at.batch
-            )));
-        }
+        let s = student_tokens(student, &input_ids, &attention_mask, at)?;
         let out = loss
-            .forward_topk_tokens(logits, self.teacher, Some(kd_mask), Some(labels), at.epoch)
+            .forward_topk_tokens(
+                s.logits,
+                self.teacher,
+                Some(s.kd_mask),
+                Some(s.labels),
+                at.epoch,
+            )
             .map_err(|e| batch_error(e, "training", at.batch))?;
-        Ok(StepOutput::new(out.total, correct, count).with_terms(out.terms))
+        Ok(StepOutput::new(out.total, s.correct, s.count).with_terms(out.terms))
     }
 
     fn valid_step(

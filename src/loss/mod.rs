@@ -649,13 +649,25 @@ impl<B: Backend> DistillLoss<B> {
             )?;
         }
         let kd = functional::kd_kl_tokens(student.clone(), teacher, attention_mask.clone(), t);
+        self.with_token_ce(kd, student, labels, attention_mask, epoch)
+    }
+
+    /// The token KD term alone without labels, else `α·KD + (1-α)·CE`.
+    fn with_token_ce(
+        &self,
+        kd: Tensor<B, 1>,
+        student: Tensor<B, 3>,
+        labels: Option<Tensor<B, 2, Int>>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        epoch: usize,
+    ) -> Result<DistillLossOutput<B>> {
         let Some(labels) = labels else {
             return Ok(DistillLossOutput {
                 total: kd.clone(),
                 terms: vec![("kd", kd)],
             });
         };
-        let alpha = c.alpha.at(epoch);
+        let alpha = self.config.alpha.at(epoch);
         let ce = token_cross_entropy(student, labels, attention_mask)?;
         let (kd, ce) = (kd.mul_scalar(alpha), ce.mul_scalar(1.0 - alpha));
         Ok(DistillLossOutput {
@@ -718,19 +730,7 @@ impl<B: Backend> DistillLoss<B> {
             attention_mask.clone(),
             t,
         );
-        let Some(labels) = labels else {
-            return Ok(DistillLossOutput {
-                total: kd.clone(),
-                terms: vec![("kd", kd)],
-            });
-        };
-        let alpha = self.config.alpha.at(epoch);
-        let ce = token_cross_entropy(student, labels, attention_mask)?;
-        let (kd, ce) = (kd.mul_scalar(alpha), ce.mul_scalar(1.0 - alpha));
-        Ok(DistillLossOutput {
-            total: kd.clone() + ce.clone(),
-            terms: vec![("kd", kd), ("ce", ce)],
-        })
+        self.with_token_ce(kd, student, labels, attention_mask, epoch)
     }
 }
 

@@ -295,16 +295,12 @@ impl<B: Backend> SequenceBackbone<B> for Bert<B> {
             hidden: out.last_hidden_state,
             padding_mask: Some(out.padding_mask.clone()),
         };
-        let layers = LayerOutputs {
-            hidden: if request.hidden {
-                out.hidden_states
-            } else {
-                Vec::new()
-            },
-            attentions: out.attentions,
-            maps: Vec::new(),
-            padding: Some(out.padding_mask),
-        };
+        let layers = LayerOutputs::transformer(
+            out.hidden_states,
+            out.attentions,
+            Some(out.padding_mask),
+            request,
+        );
         (features, layers)
     }
 

@@ -310,15 +310,7 @@ impl<B: Backend> Backbone<B> for ViT<B> {
         request: LayerRequest,
     ) -> (Tensor<B, 2>, LayerOutputs<B>) {
         let out = self.forward(pixels, request.attentions);
-        let layers = LayerOutputs {
-            hidden: if request.hidden {
-                out.hidden_states
-            } else {
-                Vec::new()
-            },
-            attentions: out.attentions,
-            ..LayerOutputs::default()
-        };
+        let layers = LayerOutputs::transformer(out.hidden_states, out.attentions, None, request);
         (class_token(out.last_hidden_state), layers)
     }
 }

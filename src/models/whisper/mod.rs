@@ -320,15 +320,7 @@ impl<B: Backend> Backbone<B> for WhisperEncoder<B> {
         let out = self.forward(input_features, request.attentions);
         let [batch, _, width] = out.last_hidden_state.dims();
         let features = out.last_hidden_state.mean_dim(1).reshape([batch, width]);
-        let layers = LayerOutputs {
-            hidden: if request.hidden {
-                out.hidden_states
-            } else {
-                Vec::new()
-            },
-            attentions: out.attentions,
-            ..LayerOutputs::default()
-        };
+        let layers = LayerOutputs::transformer(out.hidden_states, out.attentions, None, request);
         (features, layers)
     }
 }
