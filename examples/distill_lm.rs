@@ -76,7 +76,7 @@ fn main() -> burn_transfer::Result<()> {
     let corpus = Corpus::load();
     let device = Default::default();
     // The teacher gets twice the students' budget: it stands for the big model trained long.
-    let (epochs, steps) = (env_or("LM_EPOCHS", 3), env_or("LM_STEPS", 60));
+    let (epochs, steps) = (env_or("LM_EPOCHS", 3), env_or("LM_STEPS", 120));
     let valid = corpus.valid_windows();
 
     // Teacher: 128 wide, 4 layers. With LM_TEACHER=path it is trained once and reloaded.
