@@ -35,30 +35,14 @@ use burn_transfer::generation::GenerationConfig;
 use burn_transfer::loss::DistillLossConfig;
 use burn_transfer::models::gpt2::{Gpt2Config, Gpt2LmHeadModel};
 use burn_transfer::prelude::*;
-use reviews::{B, Corpus, END, Inner, RandomPrompts, RandomWindows, SEED, SEQ, VOCAB};
-use reviews::{env_or, sampling, tuner};
+use reviews::{B, Corpus, END, Inner, RandomPrompts, RandomWindows, SEED};
+use reviews::{char_gpt2, env_or, sampling, tuner};
 use std::time::Instant;
 use table::Table;
 
-/// The teacher's shape: GPT-2's architecture (learned positions, pre-norm blocks, GELU-tanh,
-/// tied LM head) at 4 blocks of width 128, over the character vocabulary. No dropout: the
-/// runs are far too short to overfit.
+/// The teacher's shape: 4 blocks of width 128.
 fn teacher_config() -> Gpt2Config {
-    Gpt2Config {
-        vocab_size: VOCAB,
-        n_positions: SEQ + 1,
-        n_embd: 128,
-        n_layer: 4,
-        n_head: 4,
-        resid_pdrop: 0.0,
-        embd_pdrop: 0.0,
-        attn_pdrop: 0.0,
-        // Windows run across review boundaries, so the distillation modes write through
-        // them; the printed continuations stop at the end of the review instead.
-        bos_token_id: None,
-        eos_token_id: None,
-        ..Gpt2Config::default()
-    }
+    char_gpt2(128, 4)
 }
 
 struct Row {

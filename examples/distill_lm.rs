@@ -42,34 +42,18 @@ use burn::prelude::*;
 use burn_transfer::checkpoint::{load_model, save_model};
 use burn_transfer::distill::{StudentContinues, TeacherContinues};
 use burn_transfer::loss::DistillLossConfig;
-use burn_transfer::models::gpt2::{Gpt2Config, Gpt2LmHeadModel};
+use burn_transfer::models::gpt2::Gpt2LmHeadModel;
 use burn_transfer::prelude::*;
 use reviews::{
-    B, BATCH, Corpus, Inner, NEW, PROMPT, PROMPTS, RandomPrompts, RandomWindows, SEED, SEQ, VOCAB,
-    env_or, sampling, tuner,
+    B, BATCH, Corpus, Inner, NEW, PROMPT, PROMPTS, RandomPrompts, RandomWindows, SEED, SEQ,
+    char_gpt2, env_or, sampling, tuner,
 };
 use std::time::Instant;
 use table::Table;
 
-/// A character-level GPT-2 (`Gpt2LmHeadModel`: learned positions, pre-norm blocks,
-/// GELU-tanh, tied LM head) of width `d_model` and `layers` blocks, 4 heads, no dropout (the
-/// runs are far too short to overfit). Windows run across review boundaries, so no token
-/// ends a sequence.
+/// A character-level GPT-2 of width `d_model` and `layers` blocks.
 fn char_lm<Bk: Backend>(d_model: usize, layers: usize, device: &Bk::Device) -> Gpt2LmHeadModel<Bk> {
-    let config = Gpt2Config {
-        vocab_size: VOCAB,
-        n_positions: SEQ + 1,
-        n_embd: d_model,
-        n_layer: layers,
-        n_head: 4,
-        resid_pdrop: 0.0,
-        embd_pdrop: 0.0,
-        attn_pdrop: 0.0,
-        bos_token_id: None,
-        eos_token_id: None,
-        ..Gpt2Config::default()
-    };
-    Gpt2LmHeadModel::new(&config, device).expect("a valid GPT-2 configuration")
+    Gpt2LmHeadModel::new(&char_gpt2(d_model, layers), device).expect("a valid GPT-2 configuration")
 }
 
 fn main() -> burn_transfer::Result<()> {

@@ -7,6 +7,7 @@ use crate::digits::Rng;
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use burn_transfer::generation::GenerationConfig;
+use burn_transfer::models::gpt2::Gpt2Config;
 use burn_transfer::prelude::*;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -211,6 +212,26 @@ impl<D> BatchSource<D> for RandomPrompts<'_, D> {
 
 /// Sampling at T = 1 from the model that writes: what the other model learns from (the
 /// teacher's text) or is corrected on (the student's own).
+/// A character-level GPT-2 (learned positions, pre-norm blocks, GELU-tanh, tied LM head)
+/// of `layers` blocks of width `width`, 4 heads, over the corpus's vocabulary. No dropout:
+/// the runs are far too short to overfit. Windows run across review boundaries, so no
+/// token ends a sequence (the printed continuations stop at the end of a review instead).
+pub fn char_gpt2(width: usize, layers: usize) -> Gpt2Config {
+    Gpt2Config {
+        vocab_size: VOCAB,
+        n_positions: SEQ + 1,
+        n_embd: width,
+        n_layer: layers,
+        n_head: 4,
+        resid_pdrop: 0.0,
+        embd_pdrop: 0.0,
+        attn_pdrop: 0.0,
+        bos_token_id: None,
+        eos_token_id: None,
+        ..Gpt2Config::default()
+    }
+}
+
 pub fn sampling() -> GenerationConfig {
     GenerationConfig::sampling(NEW, 1.0, SEED)
 }

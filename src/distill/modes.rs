@@ -100,17 +100,8 @@ pub(crate) fn token_terms_only(config: &DistillLossConfig, mode: &str) -> Result
     Ok(())
 }
 
-/// The teacher's side of a classification step: its logits, and its intermediate outputs
-/// when feature terms need them.
-enum TeacherSide<B: Backend> {
-    /// Logits cached before training (no intermediate outputs).
-    Cached(Tensor<B, 2>),
-    /// Computed now, from the same inputs as the student's.
-    Live(Tensor<B, 2>, LayerOutputs<B>),
-}
-
-/// The step shared by the classification modes: the student's logits (and intermediate
-/// outputs for the feature terms), the teacher's, the label checks, the loss.
+/// The step shared by the classification modes with a live teacher: the teacher's logits
+/// (and intermediate outputs for the feature terms), then [`logits_step`].
 fn classification_step<B, S, T>(
     student: &S,
     teacher: &T,
@@ -126,26 +117,20 @@ where
     T: Classifier<B::InnerBackend, Input = <S::Input as ToInner<B>>::Inner>,
 {
     let request = loss.layer_pairs().request();
-    let teacher_side = if request.is_empty() {
-        TeacherSide::Live(
-            live_teacher::<B, _, _>(teacher, inputs.clone(), at)?,
-            LayerOutputs::default(),
-        )
-    } else {
-        let (logits, layers) = checked_layers(
-            teacher,
-            inputs.clone().to_inner(),
-            request,
-            at.batch,
-            "teacher's training",
-        )?;
-        TeacherSide::Live(Tensor::from_inner(logits), LayerOutputs::from_inner(layers))
-    };
+    let (logits, layers) = checked_layers(
+        teacher,
+        inputs.clone().to_inner(),
+        request,
+        at.batch,
+        "teacher's training",
+    )?;
+    let teacher_side = (Tensor::from_inner(logits), LayerOutputs::from_inner(layers));
     logits_step(student, inputs, teacher_side, labels, loss, at)
 }
 
-/// The logits and intermediate outputs of `model`, its input checked first and a panic
-/// inside the forward pass turned into an error naming the batch.
+/// The logits of `model` and the intermediate outputs `request` asks for (none: the plain
+/// forward of [`checked_logits`]), its input checked first and a panic inside the forward
+/// pass turned into an error naming the batch.
 fn checked_layers<B: Backend, M: Classifier<B>>(
     model: &M,
     inputs: M::Input,
@@ -153,6 +138,10 @@ fn checked_layers<B: Backend, M: Classifier<B>>(
     batch: usize,
     split: &str,
 ) -> Result<(Tensor<B, 2>, LayerOutputs<B>)> {
+    if request.is_empty() {
+        let logits = checked_logits(model, inputs, batch, split)?;
+        return Ok((logits, LayerOutputs::default()));
+    }
     model
         .check_input(&inputs)
         .map_err(|e| batch_error(e, split, batch))?;
@@ -163,11 +152,13 @@ fn checked_layers<B: Backend, M: Classifier<B>>(
     })
 }
 
-/// The logit-level step shared by the classification modes, given the teacher's side.
+/// The step shared by the classification modes, given the teacher's logits and
+/// intermediate outputs (live, or cached logits with none): the student's side, the label
+/// checks, the loss.
 fn logits_step<B, S>(
     student: &S,
     inputs: S::Input,
-    teacher: TeacherSide<B>,
+    (teacher_logits, teacher_layers): (Tensor<B, 2>, LayerOutputs<B>),
     labels: Option<Tensor<B, 1, Int>>,
     loss: &DistillLoss<B>,
     at: StepAt,
@@ -177,19 +168,8 @@ where
     S: Classifier<B>,
 {
     let pairs = loss.layer_pairs();
-    let request = pairs.request();
-    let (teacher_logits, teacher_layers) = match teacher {
-        TeacherSide::Cached(logits) => (logits, LayerOutputs::default()),
-        TeacherSide::Live(logits, layers) => (logits, layers),
-    };
-    let (logits, student_layers) = if request.is_empty() {
-        (
-            checked_logits(student, inputs, at.batch, "training")?,
-            LayerOutputs::default(),
-        )
-    } else {
-        checked_layers(student, inputs, request, at.batch, "training")?
-    };
+    let (logits, student_layers) =
+        checked_layers(student, inputs, pairs.request(), at.batch, "training")?;
     same_classes(&logits, &teacher_logits)?;
     let count = logits.dims()[0];
     let (targets, correct) = match labels {
@@ -206,26 +186,12 @@ where
             (DistillTargets::new(logits, teacher_logits), correct)
         }
     };
-    let targets = if request.is_empty() {
-        targets
-    } else {
-        pairs
-            .targets(targets, student_layers, teacher_layers)
-            .map_err(|e| batch_error(e, "training", at.batch))?
-    };
+    // Without layer pairs this adds nothing.
+    let targets = pairs
+        .targets(targets, student_layers, teacher_layers)
+        .map_err(|e| batch_error(e, "training", at.batch))?;
     let out = loss.forward(targets, at.epoch)?;
     Ok(StepOutput::new(out.total, correct, count).with_terms(out.terms))
-}
-
-/// The teacher's logits for `inputs`, as a constant on `B`.
-fn live_teacher<B, X, T>(teacher: &T, inputs: X, at: StepAt) -> Result<Tensor<B, 2>>
-where
-    B: AutodiffBackend,
-    X: ToInner<B>,
-    T: Classifier<B::InnerBackend, Input = X::Inner>,
-{
-    let logits = checked_logits(teacher, inputs.to_inner(), at.batch, "teacher's training")?;
-    Ok(Tensor::from_inner(logits))
 }
 
 /// The feature terms of `config` resolved against the student's and the teacher's layers
@@ -347,7 +313,7 @@ where
         logits_step(
             student,
             batch.inputs,
-            TeacherSide::Cached(Tensor::from_inner(cached)),
+            (Tensor::from_inner(cached), LayerOutputs::default()),
             Some(batch.targets),
             loss,
             at,

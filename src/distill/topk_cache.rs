@@ -199,7 +199,7 @@ impl TopKCache {
         }
         std::fs::create_dir_all(&staging)
             .map_err(|e| TransferError::io("create the top-k cache folder", &staging, e))?;
-        let mut writer = ShardWriter::new(&staging, k)?;
+        let mut writer = ShardWriter::new(&staging, k);
         let mut entries = Vec::with_capacity(batches.len());
         for (i, (batch, hash)) in batches.iter().zip(hashes).enumerate() {
             let logits = teacher
@@ -363,7 +363,7 @@ impl<B: Backend> BatchSource<TopKBatch<B>> for TopKBatches<B> {
 }
 
 /// One position's `k` most likely tokens (most likely first), their log-probabilities and
-/// the log of the mass of all the others (summed from the smallest up, for accuracy).
+/// the log of the mass of all the others (summed in f64).
 fn top_k(log_p: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32) {
     let mut order: Vec<u32> = (0..log_p.len() as u32).collect();
     let by_prob = |a: &u32, b: &u32| log_p[*b as usize].total_cmp(&log_p[*a as usize]);
@@ -372,12 +372,7 @@ fn top_k(log_p: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32) {
     }
     let (top, rest) = order.split_at_mut(k);
     top.sort_unstable_by(by_prob);
-    let mut rest_p: Vec<f64> = rest
-        .iter()
-        .map(|&j| (log_p[j as usize] as f64).exp())
-        .collect();
-    rest_p.sort_unstable_by(f64::total_cmp);
-    let tail: f64 = rest_p.iter().sum();
+    let tail: f64 = rest.iter().map(|&j| (log_p[j as usize] as f64).exp()).sum();
     let values = top.iter().map(|&j| log_p[j as usize]).collect();
     (top.to_vec(), values, tail.ln() as f32)
 }
@@ -391,13 +386,13 @@ struct ShardWriter {
 }
 
 impl ShardWriter {
-    fn new(dir: &Path, k: usize) -> Result<Self> {
-        Ok(Self {
+    fn new(dir: &Path, k: usize) -> Self {
+        Self {
             dir: dir.to_path_buf(),
             k,
             done: Vec::new(),
             current: None,
-        })
+        }
     }
 
     /// The shard and row the next row goes to.

@@ -544,70 +544,61 @@ impl<B: Backend> DistillLoss<B> {
             );
             terms.push(("dkd", v.mul_scalar(d.weight)));
         }
-        if c.cosine_weight > 0.0 || c.hint.is_some() {
-            if targets.hidden.is_empty() {
-                return Err(missing(
-                    "cosine/hint",
-                    "hidden states",
-                    "DistillTargets::with_hidden",
-                ));
-            }
-            if c.cosine_weight > 0.0 {
-                let mut sum = None;
-                for (hs, ht) in &targets.hidden {
-                    same_shape(
-                        "cosine term: student vs teacher hidden states",
-                        &hs.dims(),
-                        &ht.dims(),
-                    )?;
-                    sum = add(sum, functional::cosine_distance(hs.clone(), ht.clone()));
-                }
-                terms.push(("cosine", summed(sum).mul_scalar(c.cosine_weight)));
-            }
-            if let Some(HintConfig { weight }) = c.hint {
-                let mut sum = None;
-                for (k, (hs, ht)) in targets.hidden.iter().enumerate() {
-                    let projected = self.project(k, hs.clone(), ht)?;
-                    sum = add(sum, functional::mse(projected, ht.clone()));
-                }
-                terms.push(("hint", summed(sum).mul_scalar(weight)));
-            }
+        let hidden = || {
+            missing(
+                "cosine/hint",
+                "hidden states",
+                "DistillTargets::with_hidden",
+            )
+        };
+        if c.cosine_weight > 0.0 {
+            let cosine = sum_over_pairs(&targets.hidden, hidden, |_, (hs, ht)| {
+                same_shape(
+                    "cosine term: student vs teacher hidden states",
+                    &hs.dims(),
+                    &ht.dims(),
+                )?;
+                Ok(functional::cosine_distance(hs.clone(), ht.clone()))
+            })?;
+            terms.push(("cosine", cosine.mul_scalar(c.cosine_weight)));
+        }
+        if let Some(HintConfig { weight }) = c.hint {
+            let hint = sum_over_pairs(&targets.hidden, hidden, |k, (hs, ht)| {
+                let projected = self.project(k, hs.clone(), ht)?;
+                Ok(functional::mse(projected, ht.clone()))
+            })?;
+            terms.push(("hint", hint.mul_scalar(weight)));
         }
         if c.attention_weight > 0.0 {
-            if targets.attention.is_empty() {
-                return Err(missing(
+            let maps = || {
+                missing(
                     "attention transfer",
                     "activation maps",
                     "DistillTargets::with_attention",
-                ));
-            }
-            let mut sum = None;
-            for (a_s, a_t) in &targets.attention {
+                )
+            };
+            let attention = sum_over_pairs(&targets.attention, maps, |_, (a_s, a_t)| {
                 let ([b1, _, p1], [b2, _, p2]) = (a_s.dims(), a_t.dims());
                 same_shape("attention maps (batch, positions)", &[b1, p1], &[b2, p2])?;
-                sum = add(
-                    sum,
-                    functional::attention_transfer(a_s.clone(), a_t.clone()),
-                );
-            }
-            terms.push(("attention", summed(sum).mul_scalar(c.attention_weight)));
+                Ok(functional::attention_transfer(a_s.clone(), a_t.clone()))
+            })?;
+            terms.push(("attention", attention.mul_scalar(c.attention_weight)));
         }
         if c.attention_mse_weight > 0.0 {
-            if targets.attention_probs.is_empty() {
-                return Err(missing(
+            let probs = || {
+                missing(
                     "attention MSE",
                     "attention probabilities",
                     "DistillTargets::with_attention_probs",
-                ));
-            }
-            let mut sum = None;
-            for (a_s, a_t) in &targets.attention_probs {
+                )
+            };
+            let attention = sum_over_pairs(&targets.attention_probs, probs, |_, (a_s, a_t)| {
                 same_shape("attention probabilities", &a_s.dims(), &a_t.dims())?;
-                sum = add(sum, functional::mse(a_s.clone(), a_t.clone()));
-            }
+                Ok(functional::mse(a_s.clone(), a_t.clone()))
+            })?;
             terms.push((
                 "attention_mse",
-                summed(sum).mul_scalar(c.attention_mse_weight),
+                attention.mul_scalar(c.attention_mse_weight),
             ));
         }
         let total = terms
@@ -892,15 +883,22 @@ impl<B: Backend> DistillLoss<B> {
     }
 }
 
-fn add<B: Backend>(sum: Option<Tensor<B, 1>>, term: Tensor<B, 1>) -> Option<Tensor<B, 1>> {
-    Some(match sum {
-        Some(sum) => sum + term,
-        None => term,
-    })
-}
-
-fn summed<B: Backend>(sum: Option<Tensor<B, 1>>) -> Tensor<B, 1> {
-    sum.expect("checked non-empty before summing")
+/// A feature term summed over its layer pairs (`term` of pair `k`); `none` when there is
+/// no pair.
+fn sum_over_pairs<B: Backend, P>(
+    pairs: &[P],
+    none: impl FnOnce() -> TransferError,
+    mut term: impl FnMut(usize, &P) -> Result<Tensor<B, 1>>,
+) -> Result<Tensor<B, 1>> {
+    let mut sum: Option<Tensor<B, 1>> = None;
+    for (k, pair) in pairs.iter().enumerate() {
+        let value = term(k, pair)?;
+        sum = Some(match sum {
+            Some(sum) => sum + value,
+            None => value,
+        });
+    }
+    sum.ok_or_else(none)
 }
 
 fn missing(term: &str, what: &str, how: &str) -> TransferError {
