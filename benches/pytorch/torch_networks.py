@@ -19,6 +19,9 @@ prints the ratios.
 | `mobilenetv2_head` | same | classifier; body frozen under no_grad, eval mode |
 | `vit_full` | transformers' `ViTModel` at ViT-S/16's size (12 layers, hidden 384, 6 heads, MLP 1536), 16x16 patches of the same 128 x 128 images; [CLS] -> Linear 384->10 | everything, AdamW lr 1e-4 |
 | `vit_head` | same | the head; encoder frozen under no_grad, eval mode |
+| `conv_k3_s2_c64_o128_h32_g1_train` | one `nn.Conv2d` (3x3, stride 2, 64 -> 128 channels, 32x32 maps, 1 group, padding k // 2, no bias), batch 16 | forward, then backward of sum(y * g): input and weight gradients (no input gradient for 3 channels) |
+| `conv_..._infer` | same | one forward under no_grad, then the output's sum |
+| `resnet18_layers`, `resnet50_layers`, `mobilenetv2_layers` | every distinct convolution of the network at these shapes, both modes | (the crate's `benches/workloads/conv_layers.rs` lists the same) |
 
 Usage (torch 2.15, torchvision 0.29, transformers 5 in a virtualenv; see README.md here):
 
@@ -113,9 +116,87 @@ def cnn_parts(arch):
     return net, head, xs, ys, lambda body, x: body(x)
 
 
+# Each network's distinct convolutions at batch 16 and 128 pixels: (kernel, stride,
+# channels, out, size, groups), as benches/workloads/conv_layers.rs lists them.
+NETWORK_LAYERS = {
+    "resnet18": [
+        (7, 2, 3, 64, 128, 1), (3, 1, 64, 64, 32, 1), (3, 2, 64, 128, 32, 1),
+        (1, 2, 64, 128, 32, 1), (3, 1, 128, 128, 16, 1), (3, 2, 128, 256, 16, 1),
+        (1, 2, 128, 256, 16, 1), (3, 1, 256, 256, 8, 1), (3, 2, 256, 512, 8, 1),
+        (1, 2, 256, 512, 8, 1), (3, 1, 512, 512, 4, 1),
+    ],
+    "resnet50": [
+        (7, 2, 3, 64, 128, 1), (1, 1, 64, 64, 32, 1), (3, 1, 64, 64, 32, 1),
+        (1, 1, 64, 256, 32, 1), (1, 1, 256, 64, 32, 1), (1, 1, 256, 128, 32, 1),
+        (3, 2, 128, 128, 32, 1), (1, 1, 128, 512, 16, 1), (1, 2, 256, 512, 32, 1),
+        (1, 1, 512, 128, 16, 1), (3, 1, 128, 128, 16, 1), (1, 1, 512, 256, 16, 1),
+        (3, 2, 256, 256, 16, 1), (1, 1, 256, 1024, 8, 1), (1, 2, 512, 1024, 16, 1),
+        (1, 1, 1024, 256, 8, 1), (3, 1, 256, 256, 8, 1), (1, 1, 1024, 512, 8, 1),
+        (3, 2, 512, 512, 8, 1), (1, 1, 512, 2048, 4, 1), (1, 2, 1024, 2048, 8, 1),
+        (1, 1, 2048, 512, 4, 1), (3, 1, 512, 512, 4, 1),
+    ],
+    "mobilenetv2": [
+        (3, 2, 3, 32, 128, 1), (3, 1, 32, 32, 64, 32), (1, 1, 32, 16, 64, 1),
+        (1, 1, 16, 96, 64, 1), (3, 2, 96, 96, 64, 96), (1, 1, 96, 24, 32, 1),
+        (1, 1, 24, 144, 32, 1), (3, 1, 144, 144, 32, 144), (1, 1, 144, 24, 32, 1),
+        (3, 2, 144, 144, 32, 144), (1, 1, 144, 32, 16, 1), (1, 1, 32, 192, 16, 1),
+        (3, 1, 192, 192, 16, 192), (1, 1, 192, 32, 16, 1), (3, 2, 192, 192, 16, 192),
+        (1, 1, 192, 64, 8, 1), (1, 1, 64, 384, 8, 1), (3, 1, 384, 384, 8, 384),
+        (1, 1, 384, 64, 8, 1), (1, 1, 384, 96, 8, 1), (1, 1, 96, 576, 8, 1),
+        (3, 1, 576, 576, 8, 576), (1, 1, 576, 96, 8, 1), (3, 2, 576, 576, 8, 576),
+        (1, 1, 576, 160, 4, 1), (1, 1, 160, 960, 4, 1), (3, 1, 960, 960, 4, 960),
+        (1, 1, 960, 160, 4, 1), (1, 1, 960, 320, 4, 1), (1, 1, 320, 1280, 4, 1),
+    ],
+}
+
+
+def expand(name):
+    """`resnet18_layers` -> every layer's name in both modes; any other name -> itself."""
+    network = name[: -len("_layers")] if name.endswith("_layers") else None
+    if network not in NETWORK_LAYERS:
+        return [name]
+    return [
+        f"conv_k{k}_s{s}_c{c}_o{o}_h{h}_g{g}_{mode}"
+        for mode in ("infer", "train")
+        for (k, s, c, o, h, g) in NETWORK_LAYERS[network]
+    ]
+
+
+def conv_layer(name):
+    """`conv_k3_s1_c64_o64_h32_g1_train` -> step(i): that layer's forward (and backward)."""
+    k, s, c, o, h, g, mode = name[len("conv_"):].split("_")
+    k, s, c, o, h, g = (int(part[1:]) for part in (k, s, c, o, h, g))
+    conv = nn.Conv2d(c, o, k, stride=s, padding=k // 2, groups=g, bias=False)
+    xs = [torch.randn(IMG_BATCH, c, h, h) for _ in range(N_BATCHES)]
+    if mode == "infer":
+        conv.eval()
+
+        def infer(i):
+            with torch.no_grad():
+                return conv(xs[i % N_BATCHES]).sum().item()
+
+        return infer
+    out = (h + 2 * (k // 2) - k) // s + 1
+    upstream = torch.randn(IMG_BATCH, o, out, out)
+    input_grad = c > 3
+
+    def train(i):
+        x = xs[i % N_BATCHES].detach().requires_grad_(input_grad)
+        conv.weight.grad = None
+        (conv(x) * upstream).sum().backward()
+        read = conv.weight.grad[0, 0, 0, 0].item()
+        if input_grad:
+            read += x.grad[0, 0, 0, 0].item()
+        return read
+
+    return train
+
+
 def build(name):
     """Returns step(i): one optimizer step on batch i % 10."""
     torch.manual_seed(0)
+    if name.startswith("conv_"):
+        return conv_layer(name)
     if name not in WORKLOADS:
         raise SystemExit(f"unknown workload {name!r}; the reference has {', '.join(WORKLOADS)}")
     family, mode = name.rsplit("_", 1)
@@ -200,7 +281,11 @@ def main():
         "repeats": args.repeats,
         "workloads": {},
     }
-    names = WORKLOADS if args.workloads == "networks" else args.workloads.split(",")
+    names = (
+        WORKLOADS
+        if args.workloads == "networks"
+        else [n for name in args.workloads.split(",") for n in expand(name)]
+    )
     # The crate's own rows (`bert_lora`, the `_body` forwards) have no counterpart here:
     # skipped, so that one list serves both benchmarks (scripts/bench-compare.sh).
     ours_only = [n for n in names if n == "bert_lora" or n.endswith("_body")]

@@ -4,7 +4,7 @@
 //! can be put side by side (`--torch torch_ref.json` prints the ratios).
 //!
 //!     cargo bench --bench workloads -- --json bench.json [--backend ndarray|flex|wgpu]
-//!         [--workloads a,b|networks] [--warmup 5] [--steps 30] [--repeats 3] [--no-gemm]
+//!         [--workloads a,b|networks|resnet18_layers] [--warmup 5] [--steps 30] [--repeats 3] [--no-gemm]
 //!         [--epochs 10] [--torch torch_ref.json] [--system-malloc] [--separate-main]
 //!
 //! Like a training program should, it first makes `malloc` keep freed memory for the next
@@ -16,6 +16,7 @@
 //! Backends other than ndarray need their crate feature (`--features flex`, `wgpu`).
 
 mod cnn;
+mod conv_layers;
 mod epochs;
 mod networks;
 mod report;
@@ -71,13 +72,14 @@ fn parse_args() -> Result<Args, String> {
             // cargo bench passes --bench to harness-less benches.
             "--bench" => {}
             "--backend" => a.backend = value()?,
-            // `networks` stands for every real architecture (networks.rs).
+            // `networks` stands for every real architecture (networks.rs), `resnet18_layers`
+            // (and the other networks') for its convolution layers (conv_layers.rs).
             "--workloads" => {
                 a.workloads = value()?
                     .split(',')
                     .flat_map(|name| match name {
                         "networks" => networks::NAMES.iter().map(|s| s.to_string()).collect(),
-                        name => vec![name.to_string()],
+                        name => conv_layers::expand(name),
                     })
                     .collect()
             }
@@ -205,7 +207,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Value {
             continue;
         }
         let built = workloads::build::<B>(name, device)
-            .or_else(|| networks::build::<B>(name, device).map(|step| (step, f64::NAN)));
+            .or_else(|| networks::build::<B>(name, device).map(|step| (step, f64::NAN)))
+            .or_else(|| conv_layers::build::<B>(name, device).map(|step| (step, f64::NAN)));
         let Some((mut step, flops)) = built else {
             eprintln!("unknown workload {name}");
             std::process::exit(2);

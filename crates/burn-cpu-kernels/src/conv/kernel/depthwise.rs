@@ -12,6 +12,7 @@
 //! unit-stride multiply-adds that vectorise.
 
 use super::{ConvShape, scratch};
+use crate::cpu::vector_isa::widest;
 use rayon::prelude::*;
 
 /// Whether the convolution is one this module computes: one input and one output channel
@@ -161,13 +162,18 @@ pub(super) fn forward(
                     let (input, wide) = buffer.split_at_mut(padded.floats());
                     padded.fill(shape, plane, input);
                     wide.fill(bias);
-                    for r in 0..kh {
-                        for t in 0..kw {
-                            let w = filter[r * kw + t];
-                            let src = &input[padded.at(r, 0) + t..][..n];
-                            wide.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
-                        }
-                    }
+                    widest(
+                        #[inline(always)]
+                        || {
+                            for r in 0..kh {
+                                for t in 0..kw {
+                                    let w = filter[r * kw + t];
+                                    let src = &input[padded.at(r, 0) + t..][..n];
+                                    wide.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
+                                }
+                            }
+                        },
+                    );
                     for (oy, row) in out.chunks_mut(wo).enumerate() {
                         row.copy_from_slice(&wide[oy * padded.len..][..wo]);
                         finish(row);
@@ -177,17 +183,23 @@ pub(super) fn forward(
             }
             scratch::with(padded.floats(), |buffer| {
                 padded.fill(shape, plane, buffer);
-                for (oy, row) in out.chunks_mut(wo).enumerate() {
-                    row.fill(bias);
-                    for r in 0..kh {
-                        for t in 0..kw {
-                            let w = filter[r * kw + t];
-                            let src = &buffer[padded.at(oy * sh + r, t % sw) + t / sw..][..wo];
-                            row.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
+                widest(
+                    #[inline(always)]
+                    || {
+                        for (oy, row) in out.chunks_mut(wo).enumerate() {
+                            row.fill(bias);
+                            for r in 0..kh {
+                                for t in 0..kw {
+                                    let w = filter[r * kw + t];
+                                    let at = padded.at(oy * sh + r, t % sw) + t / sw;
+                                    let src = &buffer[at..][..wo];
+                                    row.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
+                                }
+                            }
+                            finish(row);
                         }
-                    }
-                    finish(row);
-                }
+                    },
+                );
             });
         });
     y
@@ -236,28 +248,39 @@ fn input_gradient(weight: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
                     let (dp, wide) = buffer.split_at_mut(padded.floats());
                     dp.fill(0.0);
                     widen(&padded, dy, wo, wide);
-                    for r in 0..kh {
-                        for t in 0..kw {
-                            let w = filter[r * kw + t];
-                            let dst = &mut dp[padded.at(r, 0) + t..][..n];
-                            dst.iter_mut().zip(&*wide).for_each(|(d, &g)| *d += w * g);
-                        }
-                    }
+                    widest(
+                        #[inline(always)]
+                        || {
+                            for r in 0..kh {
+                                for t in 0..kw {
+                                    let w = filter[r * kw + t];
+                                    let dst = &mut dp[padded.at(r, 0) + t..][..n];
+                                    dst.iter_mut().zip(&*wide).for_each(|(d, &g)| *d += w * g);
+                                }
+                            }
+                        },
+                    );
                     padded.crop(shape, dp, dx);
                 });
                 return;
             }
             scratch::with(padded.floats(), |buffer| {
                 buffer.fill(0.0);
-                for (oy, row) in dy.chunks(wo).enumerate() {
-                    for r in 0..kh {
-                        for t in 0..kw {
-                            let w = filter[r * kw + t];
-                            let dst = &mut buffer[padded.at(oy * sh + r, t % sw) + t / sw..][..wo];
-                            dst.iter_mut().zip(row).for_each(|(d, &g)| *d += w * g);
+                widest(
+                    #[inline(always)]
+                    || {
+                        for (oy, row) in dy.chunks(wo).enumerate() {
+                            for r in 0..kh {
+                                for t in 0..kw {
+                                    let w = filter[r * kw + t];
+                                    let at = padded.at(oy * sh + r, t % sw) + t / sw;
+                                    let dst = &mut buffer[at..][..wo];
+                                    dst.iter_mut().zip(row).for_each(|(d, &g)| *d += w * g);
+                                }
+                            }
                         }
-                    }
-                }
+                    },
+                );
                 padded.crop(shape, buffer, dx);
             });
         });
@@ -279,37 +302,45 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
             let wide_len = padded.wide(shape).unwrap_or(0);
             scratch::with(padded.floats() + wide_len, |buffer| {
                 let (buffer, wide) = buffer.split_at_mut(padded.floats());
-                for sample in 0..shape.batch {
-                    let p = sample * c + ch;
-                    padded.fill(
-                        shape,
-                        &x[p * shape.input_plane()..][..shape.input_plane()],
-                        buffer,
-                    );
-                    let dy = &dy[p * positions..][..positions];
-                    if wide_len > 0 {
-                        widen(&padded, dy, wo, wide);
-                        for r in 0..kh {
-                            for t in 0..kw {
-                                let mut lanes = [0.0f32; 16];
-                                let src = &buffer[padded.at(r, 0) + t..][..wide_len];
-                                dot_into(&mut lanes, wide, src);
-                                sums[r * kw + t] += lanes.iter().map(|&v| v as f64).sum::<f64>();
+                widest(
+                    #[inline(always)]
+                    || {
+                        for sample in 0..shape.batch {
+                            let p = sample * c + ch;
+                            padded.fill(
+                                shape,
+                                &x[p * shape.input_plane()..][..shape.input_plane()],
+                                buffer,
+                            );
+                            let dy = &dy[p * positions..][..positions];
+                            if wide_len > 0 {
+                                widen(&padded, dy, wo, wide);
+                                for r in 0..kh {
+                                    for t in 0..kw {
+                                        let mut lanes = [0.0f32; 16];
+                                        let src = &buffer[padded.at(r, 0) + t..][..wide_len];
+                                        dot_into(&mut lanes, wide, src);
+                                        sums[r * kw + t] +=
+                                            lanes.iter().map(|&v| v as f64).sum::<f64>();
+                                    }
+                                }
+                                continue;
+                            }
+                            for r in 0..kh {
+                                for t in 0..kw {
+                                    let mut lanes = [0.0f32; 16];
+                                    for (oy, row) in dy.chunks(wo).enumerate() {
+                                        let src = &buffer
+                                            [padded.at(oy * sh + r, t % sw) + t / sw..][..wo];
+                                        dot_into(&mut lanes, row, src);
+                                    }
+                                    sums[r * kw + t] +=
+                                        lanes.iter().map(|&v| v as f64).sum::<f64>();
+                                }
                             }
                         }
-                        continue;
-                    }
-                    for r in 0..kh {
-                        for t in 0..kw {
-                            let mut lanes = [0.0f32; 16];
-                            for (oy, row) in dy.chunks(wo).enumerate() {
-                                let src = &buffer[padded.at(oy * sh + r, t % sw) + t / sw..][..wo];
-                                dot_into(&mut lanes, row, src);
-                            }
-                            sums[r * kw + t] += lanes.iter().map(|&v| v as f64).sum::<f64>();
-                        }
-                    }
-                }
+                    },
+                );
             });
             sums.into_iter().map(|v| v as f32).collect()
         })
@@ -318,6 +349,7 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
 }
 
 /// `lanes[i mod 16] += a[i]·b[i]`: sixteen independent sums, which vectorise.
+#[inline(always)]
 fn dot_into(lanes: &mut [f32; 16], a: &[f32], b: &[f32]) {
     let mut a_chunks = a.chunks_exact(16);
     let mut b_chunks = b.chunks_exact(16);

@@ -10,10 +10,11 @@
 //! `super::im2col` does) writes a matrix of 85 MB for a 32→64 3×3 layer at batch 128,
 //! which costs more in page faults and memory traffic than the GEMMs themselves.
 
+mod batch_winograd;
 mod batched;
+mod channels_last;
 mod depthwise;
 mod scratch;
-mod stacked;
 mod unfold;
 mod winograd;
 
@@ -199,12 +200,14 @@ pub(crate) fn is_depthwise(shape: &ConvShape) -> bool {
 /// The ways a convolution is computed here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Algorithm {
-    /// Winograd on the samples stacked into tall images (small maps): [`stacked`].
-    Stacked,
+    /// Winograd over the whole batch's tiles (small maps): [`batch_winograd`].
+    BatchWinograd,
     /// Several samples per GEMM (small maps): [`batched`].
     Batched,
     /// Winograd's F(2×2, 3×3): [`winograd`].
     Winograd,
+    /// One filter per channel on small maps, the channels last: [`channels_last`].
+    ChannelsLast,
     /// One filter per channel, directly: [`depthwise`].
     Depthwise,
     /// im2col per sample and block of rows, one GEMM each.
@@ -214,12 +217,14 @@ pub(crate) enum Algorithm {
 impl Algorithm {
     /// The fastest one for `shape`.
     pub(crate) fn for_shape(shape: &ConvShape) -> Self {
-        if stacked::applies(shape) {
-            Self::Stacked
+        if batch_winograd::applies(shape) {
+            Self::BatchWinograd
         } else if batched::applies(shape) {
             Self::Batched
         } else if winograd::applies(shape) {
             Self::Winograd
+        } else if channels_last::applies(shape) {
+            Self::ChannelsLast
         } else if depthwise::applies(shape) {
             Self::Depthwise
         } else {
@@ -227,14 +232,27 @@ impl Algorithm {
         }
     }
 
+    /// The fastest one for `shape`'s backward pass: [`Self::for_shape`]'s, except where
+    /// Winograd's transformed weights outweigh its savings on a batch's few tiles
+    /// ([`batch_winograd::pays_backward`]) and where a depthwise layer's two gradients
+    /// share the change to channels last on larger maps than its forward pass
+    /// ([`channels_last::applies_backward`]).
+    pub(crate) fn for_backward(shape: &ConvShape) -> Self {
+        match Self::for_shape(shape) {
+            Self::BatchWinograd if !batch_winograd::pays_backward(shape) => Self::Batched,
+            Self::Depthwise if channels_last::applies_backward(shape) => Self::ChannelsLast,
+            algorithm => algorithm,
+        }
+    }
+
     /// Whether it computes `shape` at all (the tests run every one that does).
     #[cfg(test)]
     fn computes(self, shape: &ConvShape) -> bool {
         match self {
-            Self::Stacked => stacked::applies(shape),
+            Self::BatchWinograd => batch_winograd::applies(shape),
             Self::Batched => shape.groups == 1,
             Self::Winograd => winograd::applies(shape),
-            Self::Depthwise => depthwise::applies(shape),
+            Self::ChannelsLast | Self::Depthwise => depthwise::applies(shape),
             Self::Unfolded => true,
         }
     }
@@ -263,9 +281,12 @@ fn forward_with(
     debug_assert_eq!(x.len(), shape.input_len());
     debug_assert_eq!(weight.len(), shape.weight_len());
     match algorithm {
-        Algorithm::Stacked => return stacked::forward(x, weight, bias, shape, relu),
+        Algorithm::BatchWinograd => {
+            return batch_winograd::forward(x, weight, bias, shape, relu);
+        }
         Algorithm::Batched => return batched::forward(x, weight, bias, shape, relu),
         Algorithm::Winograd => return winograd::forward(x, weight, bias, shape, relu),
+        Algorithm::ChannelsLast => return channels_last::forward(x, weight, bias, shape, relu),
         Algorithm::Depthwise => return depthwise::forward(x, weight, bias, shape, relu),
         Algorithm::Unfolded => {}
     }
@@ -383,7 +404,9 @@ fn forward_sample(
     }
 }
 
-/// The backward pass (the gradients `wanted`), with the algorithm [`forward`] takes.
+/// The backward pass (the gradients `wanted`), with [`Algorithm::for_backward`]'s
+/// algorithm (every one gives the same gradients up to rounding, whichever computed the
+/// forward pass).
 pub(crate) fn backward(
     x: &[f32],
     weight: &[f32],
@@ -391,7 +414,7 @@ pub(crate) fn backward(
     shape: &ConvShape,
     wanted: Wanted,
 ) -> LayerGradients {
-    backward_with(Algorithm::for_shape(shape), x, weight, dy, shape, wanted)
+    backward_with(Algorithm::for_backward(shape), x, weight, dy, shape, wanted)
 }
 
 fn backward_with(
@@ -414,9 +437,14 @@ fn backward_with(
     }
     let (want_input, want_weight) = (wanted.input, wanted.weight);
     let (input, weight) = match algorithm {
-        Algorithm::Stacked => stacked::backward(x, weight, dy, shape, want_input, want_weight),
+        Algorithm::BatchWinograd => {
+            batch_winograd::backward(x, weight, dy, shape, want_input, want_weight)
+        }
         Algorithm::Batched => batched::backward(x, weight, dy, shape, want_input, want_weight),
         Algorithm::Winograd => winograd::backward(x, weight, dy, shape, want_input, want_weight),
+        Algorithm::ChannelsLast => {
+            channels_last::backward(x, weight, dy, shape, want_input, want_weight)
+        }
         Algorithm::Depthwise => depthwise::backward(x, weight, dy, shape, want_input, want_weight),
         Algorithm::Unfolded => unfolded_backward(x, weight, dy, shape, wanted),
     };

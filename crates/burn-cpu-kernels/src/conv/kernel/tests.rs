@@ -76,9 +76,10 @@ fn assert_close(ours: &[f32], reference: &[Exact], what: &str) {
 /// Checks every algorithm that computes `s` against the definition.
 fn check(s: ConvShape) {
     let algorithms = [
-        Algorithm::Stacked,
+        Algorithm::BatchWinograd,
         Algorithm::Batched,
         Algorithm::Winograd,
+        Algorithm::ChannelsLast,
         Algorithm::Depthwise,
         Algorithm::Unfolded,
     ];
@@ -319,6 +320,18 @@ fn depthwise_layers_are_computed_directly() {
         assert!(depthwise::applies(&case.shape()));
         case.check();
     }
+    // Maps up to 4×4 go channels last, and up to 8×8 in the backward pass; larger ones
+    // plane by plane.
+    let map = |side: usize| {
+        conv(2, 4, 4, [side, side], [3, 3])
+            .padding([(1, 1); 2])
+            .groups(4)
+            .shape()
+    };
+    assert_eq!(Algorithm::for_shape(&map(4)), Algorithm::ChannelsLast);
+    assert_eq!(Algorithm::for_shape(&map(5)), Algorithm::Depthwise);
+    assert_eq!(Algorithm::for_backward(&map(8)), Algorithm::ChannelsLast);
+    assert_eq!(Algorithm::for_backward(&map(9)), Algorithm::Depthwise);
     // Two filters per channel, or dilation: the general grouped path.
     assert!(!depthwise::applies(
         &conv(2, 4, 8, [5, 5], [3, 3]).groups(4).shape()
@@ -371,16 +384,18 @@ fn small_maps_split_channels_between_threads_when_one_chunk_runs() {
     }
 }
 
-/// Winograd on the samples stacked into tall images: frames with every kind of padding
-/// (none, both sides, top only, bottom only), odd heights, batches the images do not divide
-/// (topped up with zero samples), with one thread and with three.
+/// Winograd over the whole batch's tiles: every kind of padding (none, both sides, top
+/// only, bottom only), odd sizes (tiles cropped), 4×4 maps, a batch cut into two passes
+/// (64 tiles a sample: 16 samples a pass), with one thread and with three.
 #[test]
-fn small_winograd_maps_stack_the_samples() {
+fn small_winograd_maps_take_the_whole_batchs_tiles() {
     let cases = [
         conv(5, 9, 8, [8, 8], [3, 3]).padding([(1, 1); 2]),
         conv(7, 8, 10, [10, 8], [3, 3]),
         conv(4, 10, 9, [9, 5], [3, 3]).padding([(1, 0), (0, 1)]),
         conv(3, 8, 8, [8, 6], [3, 3]).padding([(0, 2), (1, 1)]),
+        conv(6, 8, 12, [4, 4], [3, 3]).padding([(1, 1); 2]),
+        conv(17, 8, 8, [15, 15], [3, 3]).padding([(1, 1); 2]),
     ];
     for threads in [1, 3] {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -389,18 +404,21 @@ fn small_winograd_maps_stack_the_samples() {
             .unwrap();
         for case in &cases {
             let shape = case.shape();
-            assert_eq!(Algorithm::for_shape(&shape), Algorithm::Stacked);
+            assert_eq!(Algorithm::for_shape(&shape), Algorithm::BatchWinograd);
             pool.install(|| check(shape));
         }
     }
-    // One sample, or a large map, stays with one image per sample; maps under 8 rows go
-    // to `batched`.
+    // The backward pass stays with Winograd from 256 tiles over the batch (16 samples of
+    // 8×8 maps); with fewer, it unfolds.
+    let many = conv(16, 8, 8, [8, 8], [3, 3]).padding([(1, 1); 2]).shape();
+    assert_eq!(Algorithm::for_backward(&many), Algorithm::BatchWinograd);
+    let few = conv(16, 8, 8, [4, 4], [3, 3]).padding([(1, 1); 2]).shape();
+    assert_eq!(Algorithm::for_backward(&few), Algorithm::Batched);
+    // One sample, or a large map, stays with one sample at a time.
     let single = conv(1, 8, 8, [8, 8], [3, 3]).padding([(1, 1); 2]);
     assert_eq!(Algorithm::for_shape(&single.shape()), Algorithm::Winograd);
     let large = conv(2, 8, 8, [18, 18], [3, 3]);
     assert_eq!(Algorithm::for_shape(&large.shape()), Algorithm::Winograd);
-    let short = conv(4, 8, 8, [4, 4], [3, 3]).padding([(1, 1); 2]);
-    assert_eq!(Algorithm::for_shape(&short.shape()), Algorithm::Batched);
 }
 
 #[test]
