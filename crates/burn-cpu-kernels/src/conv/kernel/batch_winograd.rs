@@ -26,8 +26,10 @@ use ::gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Tiles (over samples) of one pass, at most: 64 samples of 8×8 maps.
-const MAX_TILES: usize = 1024;
+/// Tiles (over samples) of one pass, at most: 16 samples of 8×8 maps. The GEMMs are as
+/// wide as they need to be, and the scratch a 512-channel layer keeps stays under 60 MB
+/// (backward) whatever the batch.
+const MAX_TILES: usize = 256;
 
 /// Whether the convolution runs here: a layer [`winograd`] computes, on maps small enough
 /// for [`batched`] (under 256 output positions), on more than one sample.

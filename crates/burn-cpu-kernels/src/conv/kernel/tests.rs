@@ -385,8 +385,8 @@ fn small_maps_split_channels_between_threads_when_one_chunk_runs() {
 }
 
 /// Winograd over the whole batch's tiles: every kind of padding (none, both sides, top
-/// only, bottom only), odd sizes (tiles cropped), 4×4 maps, a batch cut into two passes
-/// (64 tiles a sample: 16 samples a pass), with one thread and with three.
+/// only, bottom only), odd sizes (tiles cropped), 4×4 maps, a batch cut into passes (64
+/// tiles a sample: 4 samples a pass, the last one short), with one thread and with three.
 #[test]
 fn small_winograd_maps_take_the_whole_batchs_tiles() {
     let cases = [
