@@ -62,8 +62,7 @@ struct Tiles {
 
 impl Tiles {
     fn of(shape: &ConvShape) -> Self {
-        let rows = shape.output[0].div_ceil(TILE);
-        let cols = shape.output[1].div_ceil(TILE);
+        let [rows, cols] = winograd::tile_grid(shape);
         let per_sample = (rows * cols).max(1);
         Self {
             rows,
@@ -141,25 +140,22 @@ impl Frame {
 }
 
 /// `F X Fᵀ` for every tile of a set of lines: point `(r, s)` of the `n` tiles is the line
-/// `src[(r·I + s)·src_stride..][..n]`, and point `(o, q)` of the result goes to
-/// `dst[(o·O + q)·dst_stride..][..n]`; `f` is `F` on one column. Line by line, so that the
-/// loops run over the tiles and vectorise.
+/// `src[(r·I + s)·src_stride..][..n]`, and point `(o, q)` of the result goes to the line
+/// `dst[(o·O + q)·n..][..n]`; `f` is `F` on one column. Line by line, so that the loops run
+/// over the tiles and vectorise; `mid` (`I·O·n` floats) holds the columns' results.
 #[inline(always)]
 fn transform_lines<const I: usize, const O: usize>(
     f: impl Fn([f32; I]) -> [f32; O] + Copy,
     (src, src_stride): (&[f32], usize),
-    (dst, dst_stride): (&mut [f32], usize),
+    dst: &mut [f32],
     n: usize,
     mid: &mut [f32],
 ) {
-    // Down each column s: mid[o·I + s] = F · src[·, s].
-    let mut mid: Vec<&mut [f32]> = mid[..O * I * n].chunks_exact_mut(n).collect();
-    for s in 0..I {
+    // Down each column s: mid[s][o] = (F · src[·, s])[o].
+    for (s, column) in mid[..I * O * n].chunks_exact_mut(O * n).enumerate() {
         let col: [&[f32]; I] = std::array::from_fn(|r| &src[(r * I + s) * src_stride..][..n]);
-        let out = mid
-            .get_disjoint_mut(std::array::from_fn::<usize, O, _>(|o| o * I + s))
-            .expect("distinct lines")
-            .map(|line| &mut line[..n]);
+        let mut lines = column.chunks_exact_mut(n);
+        let out: [&mut [f32]; O] = std::array::from_fn(|_| lines.next().expect("O lines"));
         for t in 0..n {
             let value = f(std::array::from_fn(|r| col[r][t]));
             for o in 0..O {
@@ -167,18 +163,11 @@ fn transform_lines<const I: usize, const O: usize>(
             }
         }
     }
-    // Along each row o: dst[o·O + q] = (mid[o, ·] · Fᵀ)[q].
-    let mut dst: Vec<&mut [f32]> = dst
-        .chunks_mut(dst_stride)
-        .take(O * O)
-        .map(|line| &mut line[..n])
-        .collect();
-    for o in 0..O {
-        let row: [&[f32]; I] = std::array::from_fn(|s| &*mid[o * I + s]);
-        let out = dst
-            .get_disjoint_mut(std::array::from_fn::<usize, O, _>(|q| o * O + q))
-            .expect("distinct lines")
-            .map(|line| &mut line[..n]);
+    // Along each row o: dst[o][q] = (mid[·][o] · Fᵀ)[q].
+    for (o, row_out) in dst[..O * O * n].chunks_exact_mut(O * n).enumerate() {
+        let row: [&[f32]; I] = std::array::from_fn(|s| &mid[(s * O + o) * n..][..n]);
+        let mut lines = row_out.chunks_exact_mut(n);
+        let out: [&mut [f32]; O] = std::array::from_fn(|_| lines.next().expect("O lines"));
         for t in 0..n {
             let value = f(std::array::from_fn(|s| row[s][t]));
             for q in 0..O {
@@ -224,7 +213,7 @@ fn transform_input(
             }
             crate::cpu::vector_isa::widest(
                 #[inline(always)]
-                || transform_lines(input_1d, (windows, n), (v, n), n, mid),
+                || transform_lines(input_1d, (windows, n), v, n, mid),
             );
         },
     );
@@ -265,7 +254,7 @@ fn transform_output_gradient(
             }
             crate::cpu::vector_isa::widest(
                 #[inline(always)]
-                || transform_lines(output_gradient_1d, (grads, n), (dm, n), n, mid),
+                || transform_lines(output_gradient_1d, (grads, n), dm, n, mid),
             );
         },
     );
@@ -341,14 +330,14 @@ pub(super) fn forward(
             y.par_chunks_mut(shape.sample_output())
                 .enumerate()
                 .for_each_init(
-                    || vec![0.0f32; TILE * TILE * per + 2 * POINTS * per],
+                    || vec![0.0f32; TILE * TILE * per + POINTS * per],
                     |scratch, (j, y)| {
                         let (out, mid) = scratch.split_at_mut(TILE * TILE * per);
                         for (o, plane) in y.chunks_mut(ho * wo).enumerate() {
                             let src = &m[o * n + j * per..];
                             crate::cpu::vector_isa::widest(
                                 #[inline(always)]
-                                || transform_lines(output_1d, (src, k * n), (out, per), per, mid),
+                                || transform_lines(output_1d, (src, k * n), out, per, mid),
                             );
                             let b = bias.map_or(0.0, |b| b[o]);
                             for ty in 0..tiles.rows {
@@ -458,15 +447,7 @@ fn add_input_gradient(shape: &ConvShape, tiles: &Tiles, dv: &[f32], n: usize, dx
                     let src = &dv[ch * n + j * per..];
                     crate::cpu::vector_isa::widest(
                         #[inline(always)]
-                        || {
-                            transform_lines(
-                                input_gradient_1d,
-                                (src, c * n),
-                                (windows, per),
-                                per,
-                                mid,
-                            )
-                        },
+                        || transform_lines(input_gradient_1d, (src, c * n), windows, per, mid),
                     );
                     framed.fill(0.0);
                     for ty in 0..tiles.rows {

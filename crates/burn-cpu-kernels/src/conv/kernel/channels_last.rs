@@ -49,11 +49,10 @@ struct Layout {
 
 impl Layout {
     fn of(shape: &ConvShape) -> Self {
-        let [kh, kw] = shape.kernel;
-        let [sh, sw] = shape.stride;
+        let [rows, cols] = shape.tap_extent();
         Self {
-            rows: (shape.output[0] - 1) * sh + kh,
-            cols: (shape.output[1] - 1) * sw + kw,
+            rows,
+            cols,
             channels: shape.channels,
         }
     }

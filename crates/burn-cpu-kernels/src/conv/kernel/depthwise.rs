@@ -35,10 +35,9 @@ struct Padded {
 
 impl Padded {
     fn of(shape: &ConvShape) -> Self {
-        let [kh, kw] = shape.kernel;
-        let [sh, sw] = shape.stride;
+        let [kw, sw] = [shape.kernel[1], shape.stride[1]];
         Self {
-            rows: (shape.output[0] - 1) * sh + kh,
+            rows: shape.tap_extent()[0],
             phases: sw,
             len: shape.output[1] + (kw - 1) / sw,
         }

@@ -87,6 +87,17 @@ impl ConvShape {
         self.out_channels * self.positions()
     }
 
+    /// Rows and columns of the padded input that the taps read, undilated (the kernels that
+    /// lay the padded input out themselves: `depthwise`, `channels_last`).
+    fn tap_extent(&self) -> [usize; 2] {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        [
+            (self.output[0] - 1) * sh + kh,
+            (self.output[1] - 1) * sw + kw,
+        ]
+    }
+
     /// A 1×1 kernel with unit stride and no padding (before or after, so the output has
     /// the input's size): the input planes already are the unfolded matrix.
     fn is_pointwise(&self) -> bool {

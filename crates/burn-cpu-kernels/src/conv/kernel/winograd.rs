@@ -52,6 +52,11 @@ pub(super) fn applies(shape: &ConvShape) -> bool {
         && shape.out_channels >= MIN_CHANNELS
 }
 
+/// Tile rows and tiles per row that cover the output (the last ones cropped).
+pub(super) fn tile_grid(shape: &ConvShape) -> [usize; 2] {
+    shape.output.map(|side| side.div_ceil(TILE))
+}
+
 /// Blocks of tile rows the convolution is computed in (for the tests).
 #[cfg(test)]
 pub(super) fn block_count(shape: &ConvShape) -> usize {
@@ -71,8 +76,7 @@ struct Tiling {
 
 impl Tiling {
     fn of(shape: &ConvShape) -> Self {
-        let rows = shape.output[0].div_ceil(TILE);
-        let cols = shape.output[1].div_ceil(TILE);
+        let [rows, cols] = tile_grid(shape);
         let per_row = POINTS * (shape.channels + shape.out_channels) * cols;
         Self {
             rows,
