@@ -83,27 +83,23 @@ impl Padded {
 
     /// Copies `plane` `[h, w]` into `out` (zeros around it; each phase's columns a
     /// strided run, so a stride-2 layer's 64×64 maps cost a pass, not a call per pixel).
+    /// Phase by phase, so that each phase's column range is worked out once per plane, not
+    /// once per row (on 8×8 maps that arithmetic cost as much as the copy).
+    #[inline(always)]
     fn fill(&self, shape: &ConvShape, plane: &[f32], out: &mut [f32]) {
         let rows = self.image_rows(shape);
         let w = shape.input[1];
         out[..self.at(rows.start, 0)].fill(0.0);
         out[self.at(rows.end, 0)..self.floats()].fill(0.0);
-        for row in rows {
-            let src = &plane[(row - shape.padding[0]) * w..][..w];
-            for phase in 0..self.phases {
+        for phase in 0..self.phases {
+            let (lo, hi, first) = self.phase_columns(shape, phase);
+            for row in rows.clone() {
                 let dst = &mut out[self.at(row, phase)..][..self.len];
-                let (lo, hi, first) = self.phase_columns(shape, phase);
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
-                if lo == hi {
-                    continue;
-                }
-                let dst = &mut dst[lo..hi];
-                if self.phases == 1 {
-                    dst.copy_from_slice(&src[first..][..dst.len()]);
-                } else {
-                    let src = src[first..].iter().step_by(self.phases);
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v);
+                if lo < hi {
+                    let src = &plane[(row - shape.padding[0]) * w + first..];
+                    gather(&mut dst[lo..hi], src, self.phases);
                 }
             }
         }
@@ -159,11 +155,11 @@ pub(super) fn forward(
             if let Some(n) = padded.wide(shape) {
                 scratch::with(padded.floats() + n, |buffer| {
                     let (input, wide) = buffer.split_at_mut(padded.floats());
-                    padded.fill(shape, plane, input);
                     wide.fill(bias);
                     widest(
                         #[inline(always)]
                         || {
+                            padded.fill(shape, plane, input);
                             for r in 0..kh {
                                 for t in 0..kw {
                                     let w = filter[r * kw + t];
@@ -181,10 +177,10 @@ pub(super) fn forward(
                 return;
             }
             scratch::with(padded.floats(), |buffer| {
-                padded.fill(shape, plane, buffer);
                 widest(
                     #[inline(always)]
                     || {
+                        padded.fill(shape, plane, buffer);
                         for (oy, row) in out.chunks_mut(wo).enumerate() {
                             row.fill(bias);
                             for r in 0..kh {
@@ -345,6 +341,29 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
         })
         .collect();
     per_channel.concat()
+}
+
+/// `dst[k] = src[k·step]` for every `k` of a non-empty `dst`. Stride 2, MobileNet's, is
+/// written as a pairwise walk, which compiles to vector shuffles (the general strided
+/// iterator reads one element at a time).
+#[inline(always)]
+fn gather(dst: &mut [f32], src: &[f32], step: usize) {
+    let n = dst.len();
+    match step {
+        1 => dst.copy_from_slice(&src[..n]),
+        2 => {
+            // The last value's partner may lie past the end of the row.
+            let (body, last) = dst.split_at_mut(n - 1);
+            for (d, pair) in body.iter_mut().zip(src.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            last[0] = src[2 * (n - 1)];
+        }
+        _ => dst
+            .iter_mut()
+            .zip(src.iter().step_by(step))
+            .for_each(|(d, &v)| *d = v),
+    }
 }
 
 /// `lanes[i mod 16] += a[i]·b[i]`: sixteen independent sums, which vectorise.
