@@ -1,15 +1,18 @@
 //! Depthwise convolutions (one filter per channel, MobileNet's 3×3 layers) computed
-//! directly, plane by plane: each output row is a sum of `kh·kw` scaled input rows.
+//! directly, plane by plane: the output plane is a sum of `kh·kw` scaled input planes.
 //!
 //! Why not im2col: with one input channel per group, each group's GEMM is a single row of
 //! `kh·kw` taps against the unfolded plane — all the unfolding's memory traffic for nine
 //! multiply-adds per pixel, in GEMMs too thin to reach the vector units.
 //!
-//! Each plane is first copied, zero-padded, into per-thread scratch with its columns split
-//! by phase modulo the stride (`phase q` holds the padded columns `q, q + s, q + 2s, …`),
-//! so that every tap reads a contiguous run for any stride: output column `j` under tap
-//! column `t` reads phase `t mod s` at index `j + t / s`. The inner loops are then
-//! unit-stride multiply-adds that vectorise.
+//! Each plane is first copied, zero-padded, into per-thread scratch with its rows and its
+//! columns split by phase modulo the stride (column phase `q` holds the padded columns
+//! `q, q + s, q + 2s, …`, and likewise for rows), so that every tap reads a contiguous run
+//! for any stride: output `(i, j)` under tap `(r, t)` reads row phase `r mod s_h`, row
+//! `i + r / s_h`, column phase `t mod s_w`, column `j + t / s_w`. With the output laid out
+//! at the phase rows' width, each tap is then one unit-stride multiply-add over the whole
+//! plane, which vectorises, with no per-row overhead (the time on MobileNet's 4×4 to
+//! 16×16 maps, where an output row is 2 to 8 values).
 
 use super::{ConvShape, scratch};
 use crate::cpu::vector_isa::widest;
@@ -24,10 +27,13 @@ pub(super) fn applies(shape: &ConvShape) -> bool {
         && shape.dilation == [1, 1]
 }
 
-/// The padded plane's geometry: rows, phases (the column stride) and the length of each
-/// phase's row.
+/// The padded plane's geometry: `row_phases × phases` blocks (the strides), each of
+/// `rows` rows of `len` values.
 #[derive(Clone, Copy)]
 struct Padded {
+    /// Padded rows the taps reach (`(h_out − 1)·s_h + kh`).
+    extent: usize,
+    row_phases: usize,
     rows: usize,
     phases: usize,
     len: usize,
@@ -35,21 +41,38 @@ struct Padded {
 
 impl Padded {
     fn of(shape: &ConvShape) -> Self {
-        let [kw, sw] = [shape.kernel[1], shape.stride[1]];
+        let [kh, kw] = shape.kernel;
+        let [sh, sw] = shape.stride;
         Self {
-            rows: shape.tap_extent()[0],
+            extent: shape.tap_extent()[0],
+            row_phases: sh,
+            rows: shape.output[0] + (kh - 1) / sh,
             phases: sw,
             len: shape.output[1] + (kw - 1) / sw,
         }
     }
 
     fn floats(&self) -> usize {
-        self.rows * self.phases * self.len
+        self.row_phases * self.phases * self.rows * self.len
     }
 
-    /// Row `row` of phase `phase`.
+    /// Padded row `row`, column phase `phase`. Row `row + k·s_h` is `k·len` further on,
+    /// which is what lets a tap read every output row in one run.
     fn at(&self, row: usize, phase: usize) -> usize {
-        (row * self.phases + phase) * self.len
+        let block = (row % self.row_phases) * self.phases + phase;
+        (block * self.rows + row / self.row_phases) * self.len
+    }
+
+    /// The output laid out at the phase rows' width (`len`, the last `(kw − 1) / s_w`
+    /// columns of each row unused) is one run of this many values, and tap `(r, t)` reads
+    /// the padded plane from `at(r, t mod s_w) + t / s_w` on in the same layout.
+    fn run(&self, shape: &ConvShape) -> usize {
+        (shape.output[0] - 1) * self.len + shape.output[1]
+    }
+
+    /// Where tap `(r, t)`'s run starts.
+    fn tap(&self, r: usize, t: usize) -> usize {
+        self.at(r, t % self.phases) + t / self.phases
     }
 
     /// The input columns phase `phase` of a padded row holds: indices `lo..hi` of the
@@ -69,57 +92,48 @@ impl Padded {
     /// The padded rows that hold input rows: `first..end`.
     fn image_rows(&self, shape: &ConvShape) -> std::ops::Range<usize> {
         let top = shape.padding[0];
-        top.min(self.rows)..(top + shape.input[0]).min(self.rows)
+        top.min(self.extent)..(top + shape.input[0]).min(self.extent)
     }
 
-    /// With unit strides, the output laid out at the padded rows' width (`len`, the last
-    /// `kw − 1` columns of each row unused) is one run of this many values, and tap `(r, t)`
-    /// reads the padded plane from [`Self::at`]`(r, 0) + t` on in the same layout: each tap
-    /// is then one unit-stride pass over the whole plane, with no per-row overhead (most of
-    /// the time on the 4×4 to 16×16 maps of MobileNet's last blocks).
-    fn wide(&self, shape: &ConvShape) -> Option<usize> {
-        (shape.stride == [1, 1]).then(|| (shape.output[0] - 1) * self.len + shape.output[1])
-    }
-
-    /// Copies `plane` `[h, w]` into `out` (zeros around it; each phase's columns a
-    /// strided run, so a stride-2 layer's 64×64 maps cost a pass, not a call per pixel).
-    /// Phase by phase, so that each phase's column range is worked out once per plane, not
-    /// once per row (on 8×8 maps that arithmetic cost as much as the copy).
+    /// Copies `plane` `[h, w]` into `out`: every padded row the taps reach, zeros around
+    /// the image (the runs of the taps read nothing else). Phase by phase, so that each
+    /// phase's column range is worked out once per plane, not once per row (on 8×8 maps
+    /// that arithmetic cost as much as the copy).
     #[inline(always)]
     fn fill(&self, shape: &ConvShape, plane: &[f32], out: &mut [f32]) {
-        let rows = self.image_rows(shape);
-        let w = shape.input[1];
-        out[..self.at(rows.start, 0)].fill(0.0);
-        out[self.at(rows.end, 0)..self.floats()].fill(0.0);
+        let image = self.image_rows(shape);
+        let (w, top) = (shape.input[1], shape.padding[0]);
         for phase in 0..self.phases {
             let (lo, hi, first) = self.phase_columns(shape, phase);
-            for row in rows.clone() {
+            for row in 0..self.extent {
                 let dst = &mut out[self.at(row, phase)..][..self.len];
+                if lo == hi || !image.contains(&row) {
+                    dst.fill(0.0);
+                    continue;
+                }
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
-                if lo < hi {
-                    let src = &plane[(row - shape.padding[0]) * w + first..];
-                    gather(&mut dst[lo..hi], src, self.phases);
-                }
+                gather(&mut dst[lo..hi], &plane[(row - top) * w + first..], self.phases);
             }
         }
     }
 
     /// The adjoint of [`fill`](Self::fill): the gradient of `plane` from the padded one's.
+    #[inline(always)]
     fn crop(&self, shape: &ConvShape, padded: &[f32], plane: &mut [f32]) {
         plane.fill(0.0);
-        let rows = self.image_rows(shape);
-        let w = shape.input[1];
-        for row in rows {
-            let dst = &mut plane[(row - shape.padding[0]) * w..][..w];
-            for phase in 0..self.phases {
-                let (lo, hi, first) = self.phase_columns(shape, phase);
-                if lo == hi {
-                    continue;
-                }
+        let (w, top) = (shape.input[1], shape.padding[0]);
+        for phase in 0..self.phases {
+            let (lo, hi, first) = self.phase_columns(shape, phase);
+            if lo == hi {
+                continue;
+            }
+            for row in self.image_rows(shape) {
                 let src = &padded[self.at(row, phase) + lo..][..hi - lo];
-                let dst = dst[first..].iter_mut().step_by(self.phases);
-                dst.zip(src).for_each(|(d, &v)| *d = v);
+                let dst = plane[(row - top) * w + first..].iter_mut();
+                dst.step_by(self.phases)
+                    .zip(src)
+                    .for_each(|(d, &v)| *d = v);
             }
         }
     }
@@ -137,8 +151,7 @@ pub(super) fn forward(
     let padded = Padded::of(shape);
     let (c, taps, positions) = (shape.channels, shape.taps(), shape.positions());
     let [kh, kw] = shape.kernel;
-    let [sh, sw] = shape.stride;
-    let wo = shape.output[1];
+    let (wo, n) = (shape.output[1], padded.run(shape));
     let mut y = vec![0.0f32; shape.output_len()];
     y.par_chunks_mut(positions)
         .enumerate()
@@ -147,51 +160,25 @@ pub(super) fn forward(
             let filter = &weight[ch * taps..][..taps];
             let plane = &x[p * shape.input_plane()..][..shape.input_plane()];
             let bias = bias.map_or(0.0, |b| b[ch]);
-            let finish = |row: &mut [f32]| {
-                if relu {
-                    row.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-            };
-            if let Some(n) = padded.wide(shape) {
-                scratch::with(padded.floats() + n, |buffer| {
-                    let (input, wide) = buffer.split_at_mut(padded.floats());
-                    wide.fill(bias);
-                    widest(
-                        #[inline(always)]
-                        || {
-                            padded.fill(shape, plane, input);
-                            for r in 0..kh {
-                                for t in 0..kw {
-                                    let w = filter[r * kw + t];
-                                    let src = &input[padded.at(r, 0) + t..][..n];
-                                    wide.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
-                                }
-                            }
-                        },
-                    );
-                    for (oy, row) in out.chunks_mut(wo).enumerate() {
-                        row.copy_from_slice(&wide[oy * padded.len..][..wo]);
-                        finish(row);
-                    }
-                });
-                return;
-            }
-            scratch::with(padded.floats(), |buffer| {
+            scratch::with(padded.floats() + n, |buffer| {
+                let (input, wide) = buffer.split_at_mut(padded.floats());
                 widest(
                     #[inline(always)]
                     || {
-                        padded.fill(shape, plane, buffer);
-                        for (oy, row) in out.chunks_mut(wo).enumerate() {
-                            row.fill(bias);
-                            for r in 0..kh {
-                                for t in 0..kw {
-                                    let w = filter[r * kw + t];
-                                    let at = padded.at(oy * sh + r, t % sw) + t / sw;
-                                    let src = &buffer[at..][..wo];
-                                    row.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
-                                }
+                        padded.fill(shape, plane, input);
+                        wide.fill(bias);
+                        for r in 0..kh {
+                            for t in 0..kw {
+                                let w = filter[r * kw + t];
+                                let src = &input[padded.tap(r, t)..][..n];
+                                wide.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
                             }
-                            finish(row);
+                        }
+                        for (oy, row) in out.chunks_mut(wo).enumerate() {
+                            row.copy_from_slice(&wide[oy * padded.len..][..wo]);
+                            if relu {
+                                row.iter_mut().for_each(|v| *v = v.max(0.0));
+                            }
                         }
                     },
                 );
@@ -214,8 +201,9 @@ pub(super) fn backward(
     (input, weight)
 }
 
-/// `dy` `[h_out, w_out]` laid out at the padded rows' width (see [`Padded::wide`]), zeros in
+/// `dy` `[h_out, w_out]` laid out at the phase rows' width (see [`Padded::run`]), zeros in
 /// the unused columns (they are added into the padded plane's gradient too).
+#[inline(always)]
 fn widen(padded: &Padded, dy: &[f32], wo: usize, wide: &mut [f32]) {
     wide.fill(0.0);
     for (oy, row) in dy.chunks(wo).enumerate() {
@@ -223,14 +211,13 @@ fn widen(padded: &Padded, dy: &[f32], wo: usize, wide: &mut [f32]) {
     }
 }
 
-/// `dx`: each output gradient row, scaled by each tap, added into the padded plane's
-/// gradient (the forward's reads, reversed), then the padding cut off.
+/// `dx`: the output gradient, scaled by each tap, added into the padded plane's gradient
+/// (the forward's reads, reversed), then the padding cut off.
 fn input_gradient(weight: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
     let padded = Padded::of(shape);
     let (c, taps, positions) = (shape.channels, shape.taps(), shape.positions());
     let [kh, kw] = shape.kernel;
-    let [sh, sw] = shape.stride;
-    let wo = shape.output[1];
+    let (wo, n) = (shape.output[1], padded.run(shape));
     let mut dx = vec![0.0f32; shape.input_len()];
     dx.par_chunks_mut(shape.input_plane())
         .enumerate()
@@ -238,97 +225,53 @@ fn input_gradient(weight: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
             let ch = p % c;
             let filter = &weight[ch * taps..][..taps];
             let dy = &dy[p * positions..][..positions];
-            if let Some(n) = padded.wide(shape) {
-                scratch::with(padded.floats() + n, |buffer| {
-                    let (dp, wide) = buffer.split_at_mut(padded.floats());
-                    dp.fill(0.0);
-                    widen(&padded, dy, wo, wide);
-                    widest(
-                        #[inline(always)]
-                        || {
-                            for r in 0..kh {
-                                for t in 0..kw {
-                                    let w = filter[r * kw + t];
-                                    let dst = &mut dp[padded.at(r, 0) + t..][..n];
-                                    dst.iter_mut().zip(&*wide).for_each(|(d, &g)| *d += w * g);
-                                }
-                            }
-                        },
-                    );
-                    padded.crop(shape, dp, dx);
-                });
-                return;
-            }
-            scratch::with(padded.floats(), |buffer| {
-                buffer.fill(0.0);
+            scratch::with(padded.floats() + n, |buffer| {
+                let (dp, wide) = buffer.split_at_mut(padded.floats());
                 widest(
                     #[inline(always)]
                     || {
-                        for (oy, row) in dy.chunks(wo).enumerate() {
-                            for r in 0..kh {
-                                for t in 0..kw {
-                                    let w = filter[r * kw + t];
-                                    let at = padded.at(oy * sh + r, t % sw) + t / sw;
-                                    let dst = &mut buffer[at..][..wo];
-                                    dst.iter_mut().zip(row).for_each(|(d, &g)| *d += w * g);
-                                }
+                        dp.fill(0.0);
+                        widen(&padded, dy, wo, wide);
+                        for r in 0..kh {
+                            for t in 0..kw {
+                                let w = filter[r * kw + t];
+                                let dst = &mut dp[padded.tap(r, t)..][..n];
+                                dst.iter_mut().zip(&*wide).for_each(|(d, &g)| *d += w * g);
                             }
                         }
+                        padded.crop(shape, dp, dx);
                     },
                 );
-                padded.crop(shape, buffer, dx);
             });
         });
     dx
 }
 
-/// `dW[c, r, t] = Σ_{samples, oy} dy_row · (padded input row under tap (r, t))`, one task
-/// per channel (so no partial sums to add), each plane's dot products summed in `f64`.
+/// `dW[c, r, t] = Σ_{samples} dy · (padded input under tap (r, t))`, one task per channel
+/// (so no partial sums to add), each plane's dot products summed in `f64`.
 fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
     let padded = Padded::of(shape);
     let (c, taps, positions) = (shape.channels, shape.taps(), shape.positions());
     let [kh, kw] = shape.kernel;
-    let [sh, sw] = shape.stride;
-    let wo = shape.output[1];
+    let (wo, n) = (shape.output[1], padded.run(shape));
     let per_channel: Vec<Vec<f32>> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let mut sums = vec![0.0f64; taps];
-            let wide_len = padded.wide(shape).unwrap_or(0);
-            scratch::with(padded.floats() + wide_len, |buffer| {
-                let (buffer, wide) = buffer.split_at_mut(padded.floats());
+            scratch::with(padded.floats() + n, |buffer| {
+                let (input, wide) = buffer.split_at_mut(padded.floats());
                 widest(
                     #[inline(always)]
                     || {
                         for sample in 0..shape.batch {
                             let p = sample * c + ch;
-                            padded.fill(
-                                shape,
-                                &x[p * shape.input_plane()..][..shape.input_plane()],
-                                buffer,
-                            );
-                            let dy = &dy[p * positions..][..positions];
-                            if wide_len > 0 {
-                                widen(&padded, dy, wo, wide);
-                                for r in 0..kh {
-                                    for t in 0..kw {
-                                        let mut lanes = [0.0f32; 16];
-                                        let src = &buffer[padded.at(r, 0) + t..][..wide_len];
-                                        dot_into(&mut lanes, wide, src);
-                                        sums[r * kw + t] +=
-                                            lanes.iter().map(|&v| v as f64).sum::<f64>();
-                                    }
-                                }
-                                continue;
-                            }
+                            let plane = &x[p * shape.input_plane()..][..shape.input_plane()];
+                            padded.fill(shape, plane, input);
+                            widen(&padded, &dy[p * positions..][..positions], wo, wide);
                             for r in 0..kh {
                                 for t in 0..kw {
                                     let mut lanes = [0.0f32; 16];
-                                    for (oy, row) in dy.chunks(wo).enumerate() {
-                                        let src = &buffer
-                                            [padded.at(oy * sh + r, t % sw) + t / sw..][..wo];
-                                        dot_into(&mut lanes, row, src);
-                                    }
+                                    dot_into(&mut lanes, wide, &input[padded.tap(r, t)..][..n]);
                                     sums[r * kw + t] +=
                                         lanes.iter().map(|&v| v as f64).sum::<f64>();
                                 }
