@@ -16,6 +16,7 @@
 
 use super::{ConvShape, scratch};
 use crate::cpu::vector_isa::widest;
+use crate::cpu::window::gather;
 use rayon::prelude::*;
 
 /// Whether the convolution is one this module computes: one input and one output channel
@@ -113,7 +114,11 @@ impl Padded {
                 }
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
-                gather(&mut dst[lo..hi], &plane[(row - top) * w + first..], self.phases);
+                gather(
+                    &mut dst[lo..hi],
+                    &plane[(row - top) * w + first..],
+                    self.phases,
+                );
             }
         }
     }
@@ -131,9 +136,7 @@ impl Padded {
             for row in self.image_rows(shape) {
                 let src = &padded[self.at(row, phase) + lo..][..hi - lo];
                 let dst = plane[(row - top) * w + first..].iter_mut();
-                dst.step_by(self.phases)
-                    .zip(src)
-                    .for_each(|(d, &v)| *d = v);
+                dst.step_by(self.phases).zip(src).for_each(|(d, &v)| *d = v);
             }
         }
     }
@@ -284,29 +287,6 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
         })
         .collect();
     per_channel.concat()
-}
-
-/// `dst[k] = src[k·step]` for every `k` of a non-empty `dst`. Stride 2, MobileNet's, is
-/// written as a pairwise walk, which compiles to vector shuffles (the general strided
-/// iterator reads one element at a time).
-#[inline(always)]
-fn gather(dst: &mut [f32], src: &[f32], step: usize) {
-    let n = dst.len();
-    match step {
-        1 => dst.copy_from_slice(&src[..n]),
-        2 => {
-            // The last value's partner may lie past the end of the row.
-            let (body, last) = dst.split_at_mut(n - 1);
-            for (d, pair) in body.iter_mut().zip(src.chunks_exact(2)) {
-                *d = pair[0];
-            }
-            last[0] = src[2 * (n - 1)];
-        }
-        _ => dst
-            .iter_mut()
-            .zip(src.iter().step_by(step))
-            .for_each(|(d, &v)| *d = v),
-    }
 }
 
 /// `lanes[i mod 16] += a[i]·b[i]`: sixteen independent sums, which vectorise.
