@@ -3,37 +3,57 @@
 //! (zero in the padding). Along an output row the pixels read are evenly spaced, so each
 //! row segment is a copy (unit stride) or a strided gather ([`gather`]), with the padded
 //! ends zero.
+//!
+//! Where a tap reads does not depend on the channel, so it is worked out once per tap and
+//! call ([`TapWindow`]): on the 4×4 maps of ResNet's last stage an unfolded row segment is
+//! four values, and working the window out again for each of the 4,608 rows of a
+//! 512-channel layer cost as much as the copies.
 
 use super::ConvShape;
 use crate::cpu::vector_isa::widest;
 use crate::cpu::window::{gather, inside, scatter_add};
 use std::ops::Range;
 
-/// Offsets of a kernel tap's first read along each axis, relative to the input's origin.
-#[inline(always)]
-fn tap_offset(shape: &ConvShape, axis: usize, tap: usize) -> isize {
-    (tap * shape.dilation[axis]) as isize - shape.padding[axis] as isize
+/// Where one kernel tap reads, for the output rows of one block.
+struct TapWindow {
+    /// The block's output rows whose input row lies inside the image.
+    rows: Range<usize>,
+    /// The output columns whose input column lies inside the image.
+    columns: Range<usize>,
+    /// Input row read by output row 0 (negative in the padding).
+    row_offset: isize,
+    /// Input column read by the first output column of `columns`.
+    first: usize,
 }
 
-/// Calls `row(channel_plane, tap_y, tap_x, row_index)` for every row of the unfolded
-/// matrix, in order.
-#[inline(always)]
-fn for_each_row(shape: &ConvShape, mut row: impl FnMut(usize, usize, usize, usize)) {
-    let [kh, kw] = shape.kernel;
-    for c in 0..shape.group_channels() {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                row(c, ky, kx, (c * kh + ky) * kw + kx);
-            }
-        }
+impl TapWindow {
+    /// The `kh·kw` taps' windows, in the unfolded matrix's row order.
+    fn all(shape: &ConvShape, block: &Range<usize>) -> Vec<Self> {
+        let [kh, kw] = shape.kernel;
+        let offset = |axis: usize, tap: usize| {
+            (tap * shape.dilation[axis]) as isize - shape.padding[axis] as isize
+        };
+        (0..kh * kw)
+            .map(|tap| {
+                let (dy, dx) = (offset(0, tap / kw), offset(1, tap % kw));
+                let rows = inside(shape.output[0], shape.stride[0], dy, shape.input[0]);
+                let columns = inside(shape.output[1], shape.stride[1], dx, shape.input[1]);
+                Self {
+                    rows: rows.start.clamp(block.start, block.end)
+                        ..rows.end.clamp(block.start, block.end),
+                    first: (columns.start as isize * shape.stride[1] as isize + dx).max(0) as usize,
+                    columns,
+                    row_offset: dy,
+                }
+            })
+            .collect()
     }
-}
 
-/// The output rows of `block` whose kernel row `offset` reads inside the image.
-#[inline(always)]
-fn rows_inside(shape: &ConvShape, block: &Range<usize>, offset: isize) -> Range<usize> {
-    let rows = inside(shape.output[0], shape.stride[0], offset, shape.input[0]);
-    rows.start.clamp(block.start, block.end)..rows.end.clamp(block.start, block.end)
+    /// The input row output row `oy` reads (`oy` in [`Self::rows`]).
+    #[inline(always)]
+    fn input_row(&self, oy: usize, stride: usize) -> usize {
+        (oy as isize * stride as isize + self.row_offset) as usize
+    }
 }
 
 /// Unfolds one group's input planes `[channels, h, w]` for the output rows `block` into
@@ -50,35 +70,31 @@ pub(super) fn im2col(
     let wo = shape.output[1];
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
+    let taps = TapWindow::all(shape, &block);
     // Under the widest vector instructions: the strided gathers of stride-2 layers are
     // shuffles there.
     widest(
         #[inline(always)]
         || {
-            for_each_row(
-                shape,
-                #[inline(always)]
-                |c, ky, kx, r| {
-                    let plane = &input[c * h * w..][..h * w];
+            for c in 0..shape.group_channels() {
+                let plane = &input[c * h * w..][..h * w];
+                for (t, tap) in taps.iter().enumerate() {
+                    let r = c * taps.len() + t;
                     let out = &mut cols[r * row_stride..][..len];
-                    let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
-                    let rows = rows_inside(shape, &block, dy);
-                    let xs = inside(wo, sx, dx, w);
-                    out[..(rows.start - block.start) * wo].fill(0.0);
-                    out[(rows.end - block.start) * wo..].fill(0.0);
-                    for oy in rows {
-                        let src = &plane[(oy as isize * sy as isize + dy) as usize * w..][..w];
+                    out[..(tap.rows.start - block.start) * wo].fill(0.0);
+                    out[(tap.rows.end - block.start) * wo..].fill(0.0);
+                    let xs = tap.columns.clone();
+                    for oy in tap.rows.clone() {
                         let dst = &mut out[(oy - block.start) * wo..][..wo];
                         dst[..xs.start].fill(0.0);
                         dst[xs.end..].fill(0.0);
-                        if xs.is_empty() {
-                            continue;
+                        if !xs.is_empty() {
+                            let src = &plane[tap.input_row(oy, sy) * w + tap.first..];
+                            gather(&mut dst[xs.clone()], src, sx);
                         }
-                        let first = (xs.start as isize * sx as isize + dx) as usize;
-                        gather(&mut dst[xs.clone()], &src[first..], sx);
                     }
-                },
-            );
+                }
+            }
         },
     );
 }
@@ -97,28 +113,25 @@ pub(super) fn col2im_add(
     let wo = shape.output[1];
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
+    let taps = TapWindow::all(shape, &block);
     widest(
         #[inline(always)]
         || {
-            for_each_row(
-                shape,
-                #[inline(always)]
-                |c, ky, kx, r| {
-                    let plane = &mut input[c * h * w..][..h * w];
-                    let col = &cols[r * row_stride..][..len];
-                    let (dy, dx) = (tap_offset(shape, 0, ky), tap_offset(shape, 1, kx));
-                    let xs = inside(wo, sx, dx, w);
+            for c in 0..shape.group_channels() {
+                let plane = &mut input[c * h * w..][..h * w];
+                for (t, tap) in taps.iter().enumerate() {
+                    let xs = tap.columns.clone();
                     if xs.is_empty() {
-                        return;
+                        continue;
                     }
-                    for oy in rows_inside(shape, &block, dy) {
-                        let dst = &mut plane[(oy as isize * sy as isize + dy) as usize * w..][..w];
+                    let col = &cols[(c * taps.len() + t) * row_stride..][..len];
+                    for oy in tap.rows.clone() {
+                        let dst = &mut plane[tap.input_row(oy, sy) * w + tap.first..];
                         let src = &col[(oy - block.start) * wo..][..wo][xs.clone()];
-                        let first = (xs.start as isize * sx as isize + dx) as usize;
-                        scatter_add(&mut dst[first..], src, sx);
+                        scatter_add(dst, src, sx);
                     }
-                },
-            );
+                }
+            }
         },
     );
 }
