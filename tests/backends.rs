@@ -166,37 +166,24 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
         .assert_approx_eq::<f32>(&pc.into_data(), tol());
 
     // GELU, exact (BERT's, ViT's) and the tanh approximation (GPT-2's), the kernels' on this
-    // backend against ndarray: forward, input gradient, and the forward without autodiff (a
-    // frozen body's path). The exact one against the kernel on ndarray, whose derivative is
-    // the exact one (burn's differs by up to 1e-3; the unit tests check it numerically).
-    type Activation<Bk> = fn(Tensor<Bk, 2>) -> Tensor<Bk, 2>;
-    let kinds: [(Activation<C>, Activation<G>, Activation<G::InnerBackend>); 2] = [
+    // backend against ndarray. The exact one against the kernel on ndarray, whose derivative
+    // is the exact one; wgpu trains with burn's `gelu`, whose derivative approximates it
+    // within 2e-3 (the kernel's unit test checks both bounds), so its gradient here (the
+    // derivative times 6·y) gets 1e-3 relative, 2e-3 near zero. Flex runs the kernel.
+    activation_gives_what_ndarray_gives::<G>(
+        &xi[..60],
         (gelu, gelu, gelu),
+        Tolerance::rel_abs(1e-3, 2e-3),
+    );
+    activation_gives_what_ndarray_gives::<G>(
+        &xi[..60],
         (
             burn::tensor::activation::gelu_approximate,
             gelu_tanh,
             gelu_tanh,
         ),
-    ];
-    for (reference, kernel, inner_kernel) in kinds {
-        let xc = tensor::<C, 2>(&xi[..60], [6, 10]).require_grad();
-        let xg = tensor::<G, 2>(&xi[..60], [6, 10]).require_grad();
-        let yc = reference(xc.clone() * 3.0);
-        let yg = kernel(xg.clone() * 3.0);
-        let dxc = xc
-            .grad(&(yc.clone() * yc.clone()).sum().backward())
-            .unwrap();
-        let dxg = xg
-            .grad(&(yg.clone() * yg.clone()).sum().backward())
-            .unwrap();
-        yg.into_data()
-            .assert_approx_eq::<f32>(&yc.clone().into_data(), tol());
-        dxg.into_data()
-            .assert_approx_eq::<f32>(&dxc.into_data(), tol());
-        inner_kernel(xg.inner() * 3.0)
-            .into_data()
-            .assert_approx_eq::<f32>(&yc.into_data(), tol());
-    }
+        tol(),
+    );
 
     // Head-only training on cached features runs on this backend and learns.
     let body = Frozen::new(MlpBackbone::<G>::new(&[6, 12], &gd).unwrap());
@@ -216,6 +203,43 @@ fn gives_what_ndarray_gives<G: AutodiffBackend>() {
     assert!(h.last().unwrap().train_loss < h[0].train_loss, "{h:?}");
 
     distils_across_backends::<G>(&x, &y);
+}
+
+/// One activation: the reference on ndarray, the one under test on `G` and on its inner
+/// backend (a frozen body's path).
+type Activations<G> = (
+    fn(Tensor<C, 2>) -> Tensor<C, 2>,
+    fn(Tensor<G, 2>) -> Tensor<G, 2>,
+    fn(
+        Tensor<<G as AutodiffBackend>::InnerBackend, 2>,
+    ) -> Tensor<<G as AutodiffBackend>::InnerBackend, 2>,
+);
+
+/// An element-wise activation on `G` against the reference on ndarray: forward (to
+/// [`tol`]), input gradient (to `gradient_tolerance`) and the forward without autodiff, on
+/// 60 values spread over ±3.
+fn activation_gives_what_ndarray_gives<G: AutodiffBackend>(
+    values: &[f32],
+    (reference, kernel, inner): Activations<G>,
+    gradient_tolerance: Tolerance<f32>,
+) {
+    let xc = tensor::<C, 2>(values, [6, 10]).require_grad();
+    let xg = tensor::<G, 2>(values, [6, 10]).require_grad();
+    let yc = reference(xc.clone() * 3.0);
+    let yg = kernel(xg.clone() * 3.0);
+    let dxc = xc
+        .grad(&(yc.clone() * yc.clone()).sum().backward())
+        .unwrap();
+    let dxg = xg
+        .grad(&(yg.clone() * yg.clone()).sum().backward())
+        .unwrap();
+    yg.into_data()
+        .assert_approx_eq::<f32>(&yc.clone().into_data(), tol());
+    dxg.into_data()
+        .assert_approx_eq::<f32>(&dxc.into_data(), gradient_tolerance);
+    inner(xg.inner() * 3.0)
+        .into_data()
+        .assert_approx_eq::<f32>(&yc.into_data(), tol());
 }
 
 /// A teacher on `G` teaches a student on ndarray, and a teacher on ndarray a student on `G`
