@@ -3,9 +3,9 @@
 //! `approximate="tanh"`, GPT-2's `gelu_new`).
 //!
 //! Why: on ndarray, burn's `gelu` is five passes with the error function computed one
-//! element at a time in `f64` on one thread, and its backward pass fifteen more (for the
-//! derivative of the tanh approximation); a transformer's feed-forward block runs it on its
-//! widest tensor. Here the forward pass is one parallel pass, and the backward pass one more
+//! element at a time in `f64` on one thread (on Flex, one pass calling the library's scalar
+//! `erff` per element), and its backward pass fifteen more (for the derivative of the tanh
+//! approximation); a transformer's feed-forward block runs it on its widest tensor. Here the forward pass is one parallel pass, and the backward pass one more
 //! with the exact derivative `Φ(x) + x·φ(x)` (what PyTorch computes; burn's approximation
 //! differs from it by up to about 1e-3 of the gradient). burn's `gelu_approximate` is eight
 //! passes forward (`powf` and `tanh` library calls element by element: two fifths of a
