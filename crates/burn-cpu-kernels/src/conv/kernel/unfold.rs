@@ -8,11 +8,93 @@
 //! call ([`TapWindow`]): on the 4×4 maps of ResNet's last stage an unfolded row segment is
 //! four values, and working the window out again for each of the 4,608 rows of a
 //! 512-channel layer cost as much as the copies.
+//!
+//! Maps with short output rows ([`SHORT_ROW`]) go through [`Framed`] instead: each plane
+//! is copied once into a zero-bordered frame and every tap's whole row of the unfolded
+//! matrix is one gather through a table of offsets into it. Row segment by row segment,
+//! a 4×4 map costs three library calls (two fills and a copy) per four values, which cost
+//! more than the copying itself.
 
 use super::ConvShape;
 use crate::cpu::vector_isa::widest;
 use crate::cpu::window::{gather, inside, scatter_add};
 use std::ops::Range;
+
+/// Output rows at most this wide are unfolded and folded through [`Framed`].
+const SHORT_ROW: usize = 8;
+
+/// A plane in a zero border wide enough for every tap's reads, and where each tap reads:
+/// for the output rows of one block, `offsets[tap][position]` indexes the frame.
+struct Framed {
+    /// Frame `[rows, cols]`.
+    size: [usize; 2],
+    /// Where the image lies in it: `[top, left]` (the padding).
+    origin: [usize; 2],
+    /// `[taps][block positions]` offsets into the frame.
+    offsets: Vec<u32>,
+}
+
+impl Framed {
+    fn new(shape: &ConvShape, block: &Range<usize>) -> Self {
+        let [kh, kw] = shape.kernel;
+        let wo = shape.output[1];
+        // Rows and columns the taps reach from the frame's corner; the frame holds them
+        // and the whole image (rows past both stay zero and are never read).
+        let reach = |axis: usize, taps: usize, outputs: usize| {
+            (outputs - 1) * shape.stride[axis] + (taps - 1) * shape.dilation[axis] + 1
+        };
+        let origin = shape.padding;
+        let size = [
+            reach(0, kh, block.end.max(1)).max(origin[0] + shape.input[0]),
+            reach(1, kw, wo).max(origin[1] + shape.input[1]),
+        ];
+        let mut offsets = Vec::with_capacity(kh * kw * block.len() * wo);
+        for tap in 0..kh * kw {
+            let (ty, tx) = (tap / kw, tap % kw);
+            for oy in block.clone() {
+                let y = oy * shape.stride[0] + ty * shape.dilation[0];
+                for ox in 0..wo {
+                    let x = ox * shape.stride[1] + tx * shape.dilation[1];
+                    offsets.push((y * size[1] + x) as u32);
+                }
+            }
+        }
+        Self {
+            size,
+            origin,
+            offsets,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.size[0] * self.size[1]
+    }
+
+    /// Tap `t`'s offsets, one per position of the block.
+    fn tap(&self, t: usize, len: usize) -> &[u32] {
+        &self.offsets[t * len..][..len]
+    }
+
+    /// `plane` (`h × w`) into the frame's image part (the border is left as it is: zero).
+    fn fill(&self, plane: &[f32], [h, w]: [usize; 2], frame: &mut [f32]) {
+        let [top, left] = self.origin;
+        for y in 0..h {
+            frame[(top + y) * self.size[1] + left..][..w].copy_from_slice(&plane[y * w..][..w]);
+        }
+    }
+
+    /// `plane` (`h × w`) += the frame's image part.
+    fn add_into(&self, frame: &[f32], [h, w]: [usize; 2], plane: &mut [f32]) {
+        let [top, left] = self.origin;
+        for y in 0..h {
+            let src = &frame[(top + y) * self.size[1] + left..][..w];
+            plane[y * w..][..w]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, s)| *d += s);
+        }
+    }
+}
 
 /// Where one kernel tap reads, for the output rows of one block.
 struct TapWindow {
@@ -70,6 +152,21 @@ pub(super) fn im2col(
     let wo = shape.output[1];
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
+    if wo <= SHORT_ROW {
+        let framed = Framed::new(shape, &block);
+        let mut frame = vec![0.0f32; framed.len()];
+        let taps = shape.taps();
+        for c in 0..shape.group_channels() {
+            framed.fill(&input[c * h * w..][..h * w], [h, w], &mut frame);
+            for t in 0..taps {
+                let out = &mut cols[(c * taps + t) * row_stride..][..len];
+                for (d, &o) in out.iter_mut().zip(framed.tap(t, len)) {
+                    *d = frame[o as usize];
+                }
+            }
+        }
+        return;
+    }
     let taps = TapWindow::all(shape, &block);
     // Under the widest vector instructions: the strided gathers of stride-2 layers are
     // shuffles there.
@@ -113,6 +210,22 @@ pub(super) fn col2im_add(
     let wo = shape.output[1];
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
+    if wo <= SHORT_ROW {
+        let framed = Framed::new(shape, &block);
+        let mut frame = vec![0.0f32; framed.len()];
+        let taps = shape.taps();
+        for c in 0..shape.group_channels() {
+            frame.fill(0.0);
+            for t in 0..taps {
+                let col = &cols[(c * taps + t) * row_stride..][..len];
+                for (&v, &o) in col.iter().zip(framed.tap(t, len)) {
+                    frame[o as usize] += v;
+                }
+            }
+            framed.add_into(&frame, [h, w], &mut input[c * h * w..][..h * w]);
+        }
+        return;
+    }
     let taps = TapWindow::all(shape, &block);
     widest(
         #[inline(always)]
