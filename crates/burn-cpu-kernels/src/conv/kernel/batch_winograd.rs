@@ -39,11 +39,10 @@ pub(super) fn applies(shape: &ConvShape) -> bool {
 
 /// Tiles over the batch from which the backward pass pays here: with fewer, the
 /// transformed weights and their gradient (`16 · in · out` floats each, 16/9 of the
-/// weights) cost as much as Winograd saves in the GEMMs (ResNet-18's 512-channel 4×4 layer
-/// at batch 16, 64 tiles: forward and backward as fast with im2col's backward, which keeps
-/// 33 MB of transformed weights and gradients out of the scratch; the 256-channel 8×8
-/// layer, 256 tiles: 1.25× faster than before this module).
-const BACKWARD_TILES: usize = 256;
+/// weights) cost more than Winograd saves in the GEMMs. From ResNet-18's 512-channel 4×4
+/// layers at batch 16 (64 tiles) on, it trains faster than im2col's backward pass since the
+/// transforms vectorise (BENCHMARKS.md, "small maps").
+const BACKWARD_TILES: usize = 64;
 
 /// Whether the backward pass of a layer that runs here pays too (see [`BACKWARD_TILES`]).
 pub(super) fn pays_backward(shape: &ConvShape) -> bool {
@@ -156,23 +155,51 @@ fn transform_lines<const I: usize, const O: usize>(
         let col: [&[f32]; I] = std::array::from_fn(|r| &src[(r * I + s) * src_stride..][..n]);
         let mut lines = column.chunks_exact_mut(n);
         let out: [&mut [f32]; O] = std::array::from_fn(|_| lines.next().expect("O lines"));
-        for t in 0..n {
-            let value = f(std::array::from_fn(|r| col[r][t]));
-            for o in 0..O {
-                out[o][t] = value[o];
-            }
-        }
+        map_lines(f, col, out);
     }
     // Along each row o: dst[o][q] = (mid[·][o] · Fᵀ)[q].
     for (o, row_out) in dst[..O * O * n].chunks_exact_mut(O * n).enumerate() {
         let row: [&[f32]; I] = std::array::from_fn(|s| &mid[(s * O + o) * n..][..n]);
         let mut lines = row_out.chunks_exact_mut(n);
         let out: [&mut [f32]; O] = std::array::from_fn(|_| lines.next().expect("O lines"));
-        for t in 0..n {
-            let value = f(std::array::from_fn(|s| row[s][t]));
-            for q in 0..O {
-                out[q][t] = value[q];
+        map_lines(f, row, out);
+    }
+}
+
+/// `outputs[o][t] = f([inputs[0][t], …])[o]` for every `t` (all lines one length), sixteen
+/// `t` at a time through fixed-size arrays. Why: indexed through arrays of slices, every
+/// access kept its bounds check and the transforms compiled to scalar code, one value per
+/// instruction (`perf annotate` on a 512-channel layer's forward pass).
+#[inline(always)]
+fn map_lines<const I: usize, const O: usize>(
+    f: impl Fn([f32; I]) -> [f32; O] + Copy,
+    inputs: [&[f32]; I],
+    outputs: [&mut [f32]; O],
+) {
+    const LANES: usize = 16;
+    let n = outputs[0].len();
+    let whole = n - n % LANES;
+    for start in (0..whole).step_by(LANES) {
+        let x: [[f32; LANES]; I] = std::array::from_fn(|r| {
+            inputs[r][start..start + LANES]
+                .try_into()
+                .expect("sixteen values")
+        });
+        let mut y = [[0.0f32; LANES]; O];
+        for lane in 0..LANES {
+            let value = f(std::array::from_fn(|r| x[r][lane]));
+            for o in 0..O {
+                y[o][lane] = value[o];
             }
+        }
+        for o in 0..O {
+            outputs[o][start..start + LANES].copy_from_slice(&y[o]);
+        }
+    }
+    for t in whole..n {
+        let value = f(std::array::from_fn(|r| inputs[r][t]));
+        for o in 0..O {
+            outputs[o][t] = value[o];
         }
     }
 }
@@ -288,7 +315,26 @@ fn point(data: &[f32], rows: usize, n: usize, xi: usize) -> gemm::Mat<'_> {
     gemm::Mat::with_row_stride(&data[xi * n..], rows, n, POINTS * n)
 }
 
+/// Floats of one block's transformed weights in the forward pass, at most (512 KB): they
+/// stay in the core's L2 cache between the transform and the sixteen GEMMs that read them.
+const WEIGHT_BLOCK_FLOATS: usize = 128 * 1024;
+
+/// Output channels per block of the forward pass: as many as [`WEIGHT_BLOCK_FLOATS`]
+/// allows, and at least two blocks per thread so that the cores share the work.
+fn out_block(shape: &ConvShape) -> usize {
+    let (c, k) = (shape.channels, shape.out_channels);
+    let fits = WEIGHT_BLOCK_FLOATS / (POINTS * c).max(1);
+    let shared = k.div_ceil(2 * rayon::current_num_threads());
+    fits.min(shared).clamp(1, k.max(1))
+}
+
 /// The convolution's output `[batch, out, h_out, w_out]`.
+///
+/// Block by block of output channels: each block's filters are transformed into the
+/// thread's scratch and its sixteen GEMMs `M_ξ = U_ξ · V_ξ` run right after, while those
+/// transformed weights are in cache. Transformed whole first, a 512-channel layer's
+/// weights (16.8 MB) went out to memory and were read back by the GEMMs, on a 4×4 map as
+/// long as the GEMMs themselves took.
 pub(super) fn forward(
     x: &[f32],
     weight: &[f32],
@@ -300,28 +346,40 @@ pub(super) fn forward(
     let (c, k) = (shape.channels, shape.out_channels);
     let [ho, wo] = shape.output;
     let most = tiles.samples * tiles.per_sample();
+    let kb = out_block(shape);
     let mut y = vec![0.0; shape.output_len()];
-    // The transformed weights, input and output in this thread's scratch: each is written
-    // whole before it is read, and a fresh 16 MB for a 512-channel layer's weights was
-    // zeroed on every call.
-    scratch::with(POINTS * (k * c + (c + k) * most), |buffer| {
-        let (u, rest) = buffer.split_at_mut(POINTS * k * c);
-        winograd::transform_weights_into(weight, shape, u);
-        let u = &*u;
+    // The transformed input and output in this thread's scratch: each is written whole
+    // before it is read.
+    scratch::with(POINTS * (c + k) * most, |buffer| {
         for pass in tiles.passes(shape.batch) {
             let n = pass.len() * tiles.per_sample();
-            let (v, rest) = rest.split_at_mut(c * POINTS * n);
+            let (v, rest) = buffer.split_at_mut(c * POINTS * n);
+            // M by blocks of output channels: block `b`'s point ξ is the `[kn × n]` matrix
+            // at `m[b·16·kb·n + ξ·kn·n..]`, `kn` its channels (`kb`, fewer in the last).
             let m = &mut rest[..POINTS * k * n];
             transform_input(shape, &tiles, x, &pass, v);
-            // M_ξ[k × n] = U_ξ[k × c] · V_ξ[c × n]
-            products(
-                m,
-                k,
-                n,
-                |xi| gemm::Mat::row_major(&u[xi * k * c..][..k * c], k, c),
-                |xi| point(v, c, n, xi),
-                false,
-            );
+            let v = &*v;
+            m.par_chunks_mut(POINTS * kb * n)
+                .enumerate()
+                .for_each(|(b, m)| {
+                    let kn = m.len() / (POINTS * n);
+                    scratch::with_task(POINTS * kn * c, |u| {
+                        winograd::transform_filters_into(
+                            &weight[b * kb * c * 9..][..kn * c * 9],
+                            u,
+                        );
+                        for (xi, m) in m.chunks_exact_mut(kn * n).enumerate() {
+                            // M_ξ[kn × n] = U_ξ[kn × c] · V_ξ[c × n]
+                            gemm::product(
+                                gemm::MatMut::row_major(m, kn, n),
+                                gemm::Mat::row_major(&u[xi * kn * c..][..kn * c], kn, c),
+                                point(v, c, n, xi),
+                                false,
+                                Parallelism::None,
+                            );
+                        }
+                    });
+                });
             let m = &*m;
             // Y = Aᵀ M A, sample by sample in parallel.
             let y =
@@ -334,10 +392,12 @@ pub(super) fn forward(
                     |scratch, (j, y)| {
                         let (out, mid) = scratch.split_at_mut(TILE * TILE * per);
                         for (o, plane) in y.chunks_mut(ho * wo).enumerate() {
-                            let src = &m[o * n + j * per..];
+                            let (b, within) = (o / kb, o % kb);
+                            let kn = kb.min(k - b * kb);
+                            let src = &m[b * POINTS * kb * n + within * n + j * per..];
                             crate::cpu::vector_isa::widest(
                                 #[inline(always)]
-                                || transform_lines(output_1d, (src, k * n), out, per, mid),
+                                || transform_lines(output_1d, (src, kn * n), out, per, mid),
                             );
                             let b = bias.map_or(0.0, |b| b[o]);
                             for ty in 0..tiles.rows {

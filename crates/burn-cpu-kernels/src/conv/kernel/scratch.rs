@@ -5,12 +5,27 @@ use std::cell::RefCell;
 
 thread_local! {
     static BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static TASK_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on `len` floats of this thread's scratch memory. The contents are whatever the
 /// last user left: `f` must write before it reads.
 pub(super) fn with<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    BUFFER.with(|cell| match cell.try_borrow_mut() {
+    with_buffer(&BUFFER, len, f)
+}
+
+/// [`with`] for the parallel tasks of a call that holds its own scratch: a second buffer,
+/// so that the task the calling thread runs itself does not allocate one.
+pub(super) fn with_task<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_buffer(&TASK_BUFFER, len, f)
+}
+
+fn with_buffer<R>(
+    buffer: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    buffer.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffer) => {
             if buffer.len() < len {
                 buffer.resize(len, 0.0);
@@ -36,5 +51,11 @@ mod tests {
         });
         // The kept buffer grows to the largest request.
         with(8, |b| assert_eq!(b.len(), 8));
+        // A task inside a call has a buffer of its own.
+        with(2, |call| {
+            call.fill(3.0);
+            with_task(2, |task| task.fill(4.0));
+            assert_eq!(call, &[3.0; 2]);
+        });
     }
 }

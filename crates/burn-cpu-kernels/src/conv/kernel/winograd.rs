@@ -204,6 +204,26 @@ pub(super) fn transform_weights_into(weight: &[f32], shape: &ConvShape, u: &mut 
         });
 }
 
+/// [`transform_weights_into`] on one thread for the filters `[n, 3, 3]` (a block of output
+/// channels' weights), into `u` (`16 · n` floats, point `ξ`'s row at `u[ξ·n..][..n]`), 256
+/// filters at a time.
+pub(super) fn transform_filters_into(filters: &[f32], u: &mut [f32]) {
+    const FILTERS: usize = 256;
+    let n = filters.len() / 9;
+    let mut rows: Vec<&mut [f32]> = u[..POINTS * n].chunks_exact_mut(n.max(1)).collect();
+    for start in (0..n).step_by(FILTERS) {
+        let len = FILTERS.min(n - start);
+        let mut runs: Vec<&mut [f32]> = rows
+            .iter_mut()
+            .map(|row| &mut row[start..][..len])
+            .collect();
+        crate::cpu::vector_isa::widest(
+            #[inline(always)]
+            || transform_filters(&filters[start * 9..][..len * 9], len, &mut runs),
+        );
+    }
+}
+
 /// `G g Gᵀ` for `n` filters `[n, 3, 3]` into the sixteen rows `rows[ξ][..n]`.
 ///
 /// Why tap by tap: filter by filter, sixteen values went to sixteen rows at a time and the
@@ -248,8 +268,12 @@ fn transform_filters(filters: &[f32], n: usize, rows: &mut [&mut [f32]]) {
 fn spread_lanes([g0, g1, g2]: [&[f32]; 3], [o0, o1, o2, o3]: [&mut [f32]; WINDOW]) {
     o0.copy_from_slice(g0);
     o3.copy_from_slice(g2);
-    for (((o1, o2), &a), (&b, &c)) in o1.iter_mut().zip(o2).zip(g0).zip(g1.iter().zip(g2)) {
-        [_, *o1, *o2, _] = spread_kernel([a, b, c]);
+    // Indexed over slices of one length, which vectorises (a chain of five zipped
+    // iterators compiled to scalar code).
+    let n = o1.len();
+    let (o2, g0, g1, g2) = (&mut o2[..n], &g0[..n], &g1[..n], &g2[..n]);
+    for i in 0..n {
+        [_, o1[i], o2[i], _] = spread_kernel([g0[i], g1[i], g2[i]]);
     }
 }
 
