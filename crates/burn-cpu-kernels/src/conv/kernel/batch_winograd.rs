@@ -18,6 +18,7 @@
 //! is cut into passes of at most [`MAX_TILES`] tiles so that they stay bounded for large
 //! batches (the weight gradient adds up over the passes inside the GEMMs).
 
+use super::frame::Frame;
 use super::winograd::{
     self, POINTS, TILE, WINDOW, input_1d, input_gradient_1d, output_1d, output_gradient_1d,
 };
@@ -84,57 +85,13 @@ impl Tiles {
 }
 
 /// The tiles' padded frame: rows and columns `2·tiles + 2` (the windows of the last tile
-/// reach two past its output), the image at `(top, left)`, zero around it.
-#[derive(Clone, Copy)]
-struct Frame {
-    rows: usize,
-    cols: usize,
-    top: usize,
-    left: usize,
-}
-
-impl Frame {
-    fn of(shape: &ConvShape, tiles: &Tiles) -> Self {
-        Self {
-            rows: TILE * tiles.rows + 2,
-            cols: TILE * tiles.cols + 2,
-            top: shape.padding[0],
-            left: shape.padding[1],
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.rows * self.cols
-    }
-
-    /// The image's rows and columns that lie inside the frame (the others are read by no
-    /// window: their gradient is zero).
-    fn inside(&self, [h, w]: [usize; 2]) -> (usize, usize) {
-        (
-            h.min(self.rows.saturating_sub(self.top)),
-            w.min(self.cols.saturating_sub(self.left)),
-        )
-    }
-
-    /// `plane` (`h × w`) copied into `framed` (zero elsewhere).
-    fn fill(&self, plane: &[f32], [h, w]: [usize; 2], framed: &mut [f32]) {
-        framed.fill(0.0);
-        let (rows, cols) = self.inside([h, w]);
-        for y in 0..rows {
-            framed[(y + self.top) * self.cols + self.left..][..cols]
-                .copy_from_slice(&plane[y * w..][..cols]);
-        }
-    }
-
-    /// `plane` (`h × w`) += the image part of `framed`.
-    fn add_into(&self, framed: &[f32], [h, w]: [usize; 2], plane: &mut [f32]) {
-        let (rows, cols) = self.inside([h, w]);
-        for y in 0..rows {
-            let src = &framed[(y + self.top) * self.cols + self.left..][..cols];
-            for (d, s) in plane[y * w..][..cols].iter_mut().zip(src) {
-                *d += s;
-            }
-        }
+/// reach two past its output), the image at the padding's corner.
+fn frame_of(shape: &ConvShape, tiles: &Tiles) -> Frame {
+    Frame {
+        rows: TILE * tiles.rows + 2,
+        cols: TILE * tiles.cols + 2,
+        top: shape.padding[0],
+        left: shape.padding[1],
     }
 }
 
@@ -216,7 +173,7 @@ fn transform_input(
     v: &mut [f32],
 ) {
     let n = pass.len() * tiles.per_sample();
-    let frame = Frame::of(shape, tiles);
+    let frame = frame_of(shape, tiles);
     let [h, w] = shape.input;
     v.par_chunks_mut(POINTS * n).enumerate().for_each_init(
         || vec![0.0f32; frame.len() + 2 * POINTS * n],
@@ -494,7 +451,7 @@ pub(super) fn backward(
 fn add_input_gradient(shape: &ConvShape, tiles: &Tiles, dv: &[f32], n: usize, dx: &mut [f32]) {
     let c = shape.channels;
     let [h, w] = shape.input;
-    let frame = Frame::of(shape, tiles);
+    let frame = frame_of(shape, tiles);
     let per = tiles.per_sample();
     dx.par_chunks_mut(shape.sample_input())
         .enumerate()

@@ -14,6 +14,7 @@ mod batch_winograd;
 mod batched;
 mod channels_last;
 mod depthwise;
+mod frame;
 mod scratch;
 mod unfold;
 mod winograd;

@@ -16,6 +16,7 @@
 //! more than the copying itself.
 
 use super::ConvShape;
+use super::frame::Frame;
 use crate::cpu::vector_isa::widest;
 use crate::cpu::window::{gather, inside, scatter_add};
 use std::ops::Range;
@@ -23,15 +24,14 @@ use std::ops::Range;
 /// Output rows at most this wide are unfolded and folded through [`Framed`].
 const SHORT_ROW: usize = 8;
 
-/// A plane in a zero border wide enough for every tap's reads, and where each tap reads:
-/// for the output rows of one block, `offsets[tap][position]` indexes the frame.
+/// A plane's frame wide enough for every tap's reads, and where each tap reads: for the
+/// output rows of one block, `offsets[tap][position]` indexes the frame.
 struct Framed {
-    /// Frame `[rows, cols]`.
-    size: [usize; 2],
-    /// Where the image lies in it: `[top, left]` (the padding).
-    origin: [usize; 2],
+    frame: Frame,
     /// `[taps][block positions]` offsets into the frame.
     offsets: Vec<u32>,
+    /// Positions of the block.
+    len: usize,
 }
 
 impl Framed {
@@ -43,11 +43,13 @@ impl Framed {
         let reach = |axis: usize, taps: usize, outputs: usize| {
             (outputs - 1) * shape.stride[axis] + (taps - 1) * shape.dilation[axis] + 1
         };
-        let origin = shape.padding;
-        let size = [
-            reach(0, kh, block.end.max(1)).max(origin[0] + shape.input[0]),
-            reach(1, kw, wo).max(origin[1] + shape.input[1]),
-        ];
+        let [top, left] = shape.padding;
+        let frame = Frame {
+            rows: reach(0, kh, block.end.max(1)).max(top + shape.input[0]),
+            cols: reach(1, kw, wo).max(left + shape.input[1]),
+            top,
+            left,
+        };
         let mut offsets = Vec::with_capacity(kh * kw * block.len() * wo);
         for tap in 0..kh * kw {
             let (ty, tx) = (tap / kw, tap % kw);
@@ -55,43 +57,60 @@ impl Framed {
                 let y = oy * shape.stride[0] + ty * shape.dilation[0];
                 for ox in 0..wo {
                     let x = ox * shape.stride[1] + tx * shape.dilation[1];
-                    offsets.push((y * size[1] + x) as u32);
+                    offsets.push((y * frame.cols + x) as u32);
                 }
             }
         }
         Self {
-            size,
-            origin,
+            frame,
             offsets,
+            len: block.len() * wo,
         }
-    }
-
-    fn len(&self) -> usize {
-        self.size[0] * self.size[1]
     }
 
     /// Tap `t`'s offsets, one per position of the block.
-    fn tap(&self, t: usize, len: usize) -> &[u32] {
-        &self.offsets[t * len..][..len]
+    fn tap(&self, t: usize) -> &[u32] {
+        &self.offsets[t * self.len..][..self.len]
     }
 
-    /// `plane` (`h × w`) into the frame's image part (the border is left as it is: zero).
-    fn fill(&self, plane: &[f32], [h, w]: [usize; 2], frame: &mut [f32]) {
-        let [top, left] = self.origin;
-        for y in 0..h {
-            frame[(top + y) * self.size[1] + left..][..w].copy_from_slice(&plane[y * w..][..w]);
+    /// [`im2col`] for a short-row map: per channel, the plane into the frame, then each
+    /// tap's row one gather.
+    fn unfold(&self, shape: &ConvShape, input: &[f32], cols: &mut [f32], row_stride: usize) {
+        let (plane, taps) = (shape.input_plane(), shape.taps());
+        let mut framed = vec![0.0f32; self.frame.len()];
+        for (c, channel) in input
+            .chunks_exact(plane)
+            .take(shape.group_channels())
+            .enumerate()
+        {
+            self.frame.fill(channel, shape.input, &mut framed);
+            for t in 0..taps {
+                let out = &mut cols[(c * taps + t) * row_stride..][..self.len];
+                for (d, &o) in out.iter_mut().zip(self.tap(t)) {
+                    *d = framed[o as usize];
+                }
+            }
         }
     }
 
-    /// `plane` (`h × w`) += the frame's image part.
-    fn add_into(&self, frame: &[f32], [h, w]: [usize; 2], plane: &mut [f32]) {
-        let [top, left] = self.origin;
-        for y in 0..h {
-            let src = &frame[(top + y) * self.size[1] + left..][..w];
-            plane[y * w..][..w]
-                .iter_mut()
-                .zip(src)
-                .for_each(|(d, s)| *d += s);
+    /// [`col2im_add`] for a short-row map: per channel, each tap's row scattered into the
+    /// zeroed frame, then the frame's image part added to the plane.
+    fn fold_add(&self, shape: &ConvShape, cols: &[f32], input: &mut [f32], row_stride: usize) {
+        let (plane, taps) = (shape.input_plane(), shape.taps());
+        let mut framed = vec![0.0f32; self.frame.len()];
+        for (c, channel) in input
+            .chunks_exact_mut(plane)
+            .take(shape.group_channels())
+            .enumerate()
+        {
+            framed.fill(0.0);
+            for t in 0..taps {
+                let col = &cols[(c * taps + t) * row_stride..][..self.len];
+                for (&v, &o) in col.iter().zip(self.tap(t)) {
+                    framed[o as usize] += v;
+                }
+            }
+            self.frame.add_into(&framed, shape.input, channel);
         }
     }
 }
@@ -153,19 +172,7 @@ pub(super) fn im2col(
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
     if wo <= SHORT_ROW {
-        let framed = Framed::new(shape, &block);
-        let mut frame = vec![0.0f32; framed.len()];
-        let taps = shape.taps();
-        for c in 0..shape.group_channels() {
-            framed.fill(&input[c * h * w..][..h * w], [h, w], &mut frame);
-            for t in 0..taps {
-                let out = &mut cols[(c * taps + t) * row_stride..][..len];
-                for (d, &o) in out.iter_mut().zip(framed.tap(t, len)) {
-                    *d = frame[o as usize];
-                }
-            }
-        }
-        return;
+        return Framed::new(shape, &block).unfold(shape, input, cols, row_stride);
     }
     let taps = TapWindow::all(shape, &block);
     // Under the widest vector instructions: the strided gathers of stride-2 layers are
@@ -211,20 +218,7 @@ pub(super) fn col2im_add(
     let [sy, sx] = shape.stride;
     let len = block.len() * wo;
     if wo <= SHORT_ROW {
-        let framed = Framed::new(shape, &block);
-        let mut frame = vec![0.0f32; framed.len()];
-        let taps = shape.taps();
-        for c in 0..shape.group_channels() {
-            frame.fill(0.0);
-            for t in 0..taps {
-                let col = &cols[(c * taps + t) * row_stride..][..len];
-                for (&v, &o) in col.iter().zip(framed.tap(t, len)) {
-                    frame[o as usize] += v;
-                }
-            }
-            framed.add_into(&frame, [h, w], &mut input[c * h * w..][..h * w]);
-        }
-        return;
+        return Framed::new(shape, &block).fold_add(shape, cols, input, row_stride);
     }
     let taps = TapWindow::all(shape, &block);
     widest(
