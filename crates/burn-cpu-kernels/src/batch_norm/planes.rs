@@ -4,8 +4,12 @@
 //! Why this shape: a plane is contiguous, so each loop is a unit-stride pass that the
 //! compiler vectorises, with sums kept in `LANES` partial `f32` accumulators per plane
 //! (short sums: a plane holds at most a few thousand pixels) and added across planes in
-//! `f64`. The activation is a type parameter, so no branch on it runs per pixel.
+//! `f64`. The activation is a type parameter, so no branch on it runs per pixel. Each
+//! parallel task runs its loops through [`widest`], so they use the processor's widest
+//! vector instructions (baseline x86-64 gives them 4 lanes): the lanes are explicit arrays,
+//! so the sums add in the same order, and give the same bits, on every instruction set.
 
+use crate::cpu::vector_isa::widest;
 use rayon::prelude::*;
 
 /// Partial sums per plane: enough independent accumulators for the vector units.
@@ -35,27 +39,33 @@ pub(super) struct Relu;
 pub(super) struct Relu6;
 
 impl Gate for Identity {
+    #[inline(always)]
     fn apply(v: f32) -> f32 {
         v
     }
+    #[inline(always)]
     fn back(_: f32, dy: f32) -> f32 {
         dy
     }
 }
 
 impl Gate for Relu {
+    #[inline(always)]
     fn apply(v: f32) -> f32 {
         v.max(0.0)
     }
+    #[inline(always)]
     fn back(y: f32, dy: f32) -> f32 {
         if y > 0.0 { dy } else { 0.0 }
     }
 }
 
 impl Gate for Relu6 {
+    #[inline(always)]
     fn apply(v: f32) -> f32 {
         v.clamp(0.0, 6.0)
     }
+    #[inline(always)]
     fn back(y: f32, dy: f32) -> f32 {
         if y > 0.0 && y < 6.0 { dy } else { 0.0 }
     }
@@ -64,6 +74,7 @@ impl Gate for Relu6 {
 /// `(Σ f(a_i, b_i, c_i), Σ g(a_i, b_i, c_i))` over three equally long runs, in `LANES`
 /// partial sums each (fixed-size chunks, so the loop has no bounds checks and
 /// vectorises).
+#[inline(always)]
 fn lane_sums(
     a: &[f32],
     b: &[f32],
@@ -93,6 +104,7 @@ fn lane_sums(
 }
 
 /// `Σ f(v)` over a run, in `LANES` partial sums.
+#[inline(always)]
 fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lane_sums(v, v, v, |a, _, _| f(a), |_, _, _| 0.0).0
 }
@@ -103,14 +115,25 @@ pub(super) fn statistics(x: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f3
     let per_channel: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let plane = |s: usize| &x[(s * c + ch) * hw..][..hw];
-            let count = (n * hw) as f64;
-            let sum: f64 = (0..n).map(|s| lane_sum(plane(s), |v| v) as f64).sum();
-            let mean = (sum / count) as f32;
-            let squares: f64 = (0..n)
-                .map(|s| lane_sum(plane(s), |v| (v - mean) * (v - mean)) as f64)
-                .sum();
-            (mean, (squares / count) as f32)
+            widest(
+                #[inline(always)]
+                || {
+                    // Plain loops: an iterator adaptor's closure may be compiled outside
+                    // this function, without its vector instructions.
+                    let plane = |s: usize| &x[(s * c + ch) * hw..][..hw];
+                    let count = (n * hw) as f64;
+                    let mut sum = 0.0f64;
+                    for s in 0..n {
+                        sum += lane_sum(plane(s), |v| v) as f64;
+                    }
+                    let mean = (sum / count) as f32;
+                    let mut squares = 0.0f64;
+                    for s in 0..n {
+                        squares += lane_sum(plane(s), |v| (v - mean) * (v - mean)) as f64;
+                    }
+                    (mean, (squares / count) as f32)
+                },
+            )
         })
         .collect();
     per_channel.into_iter().unzip()
@@ -130,36 +153,41 @@ pub(super) fn normalise<G: Gate>(
     out.par_chunks_mut(block)
         .enumerate()
         .for_each(|(task, out)| {
-            for (i, plane) in out.chunks_mut(hw).enumerate() {
-                let first = task * block + i * hw;
-                let ch = (first / hw) % c;
-                let (a, b) = (scale[ch], shift[ch]);
-                match (
-                    x.map(|x| &x[first..][..hw]),
-                    residual.map(|r| &r[first..][..hw]),
-                ) {
-                    (Some(xs), Some(rs)) => {
-                        for ((o, &v), &r) in plane.iter_mut().zip(xs).zip(rs) {
-                            *o = G::apply(v * a + b + r);
+            widest(
+                #[inline(always)]
+                || {
+                    for (i, plane) in out.chunks_mut(hw).enumerate() {
+                        let first = task * block + i * hw;
+                        let ch = (first / hw) % c;
+                        let (a, b) = (scale[ch], shift[ch]);
+                        match (
+                            x.map(|x| &x[first..][..hw]),
+                            residual.map(|r| &r[first..][..hw]),
+                        ) {
+                            (Some(xs), Some(rs)) => {
+                                for ((o, &v), &r) in plane.iter_mut().zip(xs).zip(rs) {
+                                    *o = G::apply(v * a + b + r);
+                                }
+                            }
+                            (Some(xs), None) => {
+                                for (o, &v) in plane.iter_mut().zip(xs) {
+                                    *o = G::apply(v * a + b);
+                                }
+                            }
+                            (None, Some(rs)) => {
+                                for (o, &r) in plane.iter_mut().zip(rs) {
+                                    *o = G::apply(*o * a + b + r);
+                                }
+                            }
+                            (None, None) => {
+                                for o in plane.iter_mut() {
+                                    *o = G::apply(*o * a + b);
+                                }
+                            }
                         }
                     }
-                    (Some(xs), None) => {
-                        for (o, &v) in plane.iter_mut().zip(xs) {
-                            *o = G::apply(v * a + b);
-                        }
-                    }
-                    (None, Some(rs)) => {
-                        for (o, &r) in plane.iter_mut().zip(rs) {
-                            *o = G::apply(*o * a + b + r);
-                        }
-                    }
-                    (None, None) => {
-                        for o in plane.iter_mut() {
-                            *o = G::apply(*o * a + b);
-                        }
-                    }
-                }
-            }
+                },
+            )
         });
 }
 
@@ -192,22 +220,32 @@ impl Backward<'_> {
         (0..c)
             .into_par_iter()
             .map(|ch| {
-                let m = self.mean[ch];
-                (0..n).fold((0.0, 0.0), |(sum, dot), s| {
-                    let first = (s * c + ch) * hw;
-                    let (x, dy) = (&self.x[first..][..hw], &self.dy[first..][..hw]);
-                    let (plane_sum, plane_dot) = match self.y {
-                        Some(y) => lane_sums(
-                            &y[first..][..hw],
-                            dy,
-                            x,
-                            |y, dy, _| G::back(y, dy),
-                            |y, dy, x| G::back(y, dy) * (x - m),
-                        ),
-                        None => lane_sums(dy, dy, x, |dy, _, _| dy, |dy, _, x| dy * (x - m)),
-                    };
-                    (sum + plane_sum as f64, dot + plane_dot as f64)
-                })
+                widest(
+                    #[inline(always)]
+                    || {
+                        let m = self.mean[ch];
+                        let (mut sum, mut dot) = (0.0f64, 0.0f64);
+                        for s in 0..n {
+                            let first = (s * c + ch) * hw;
+                            let (x, dy) = (&self.x[first..][..hw], &self.dy[first..][..hw]);
+                            let (plane_sum, plane_dot) = match self.y {
+                                Some(y) => lane_sums(
+                                    &y[first..][..hw],
+                                    dy,
+                                    x,
+                                    |y, dy, _| G::back(y, dy),
+                                    |y, dy, x| G::back(y, dy) * (x - m),
+                                ),
+                                None => {
+                                    lane_sums(dy, dy, x, |dy, _, _| dy, |dy, _, x| dy * (x - m))
+                                }
+                            };
+                            sum += plane_sum as f64;
+                            dot += plane_dot as f64;
+                        }
+                        (sum, dot)
+                    },
+                )
             })
             .collect()
     }
@@ -250,40 +288,47 @@ impl Backward<'_> {
         };
         let block = planes_per_task(hw) * hw;
         let fill = |task: usize, dx: Option<&mut [f32]>, dr: Option<&mut [f32]>| {
-            let start = task * block;
-            if let Some(dr) = dr {
-                let dy = &self.dy[start..][..dr.len()];
-                match self.y {
-                    Some(y) => {
-                        let y = &y[start..][..dr.len()];
-                        for ((d, &y), &g) in dr.iter_mut().zip(y).zip(dy) {
-                            *d = G::back(y, g);
+            widest(
+                #[inline(always)]
+                || {
+                    let start = task * block;
+                    if let Some(dr) = dr {
+                        let dy = &self.dy[start..][..dr.len()];
+                        match self.y {
+                            Some(y) => {
+                                let y = &y[start..][..dr.len()];
+                                for ((d, &y), &g) in dr.iter_mut().zip(y).zip(dy) {
+                                    *d = G::back(y, g);
+                                }
+                            }
+                            None => dr.copy_from_slice(dy),
                         }
                     }
-                    None => dr.copy_from_slice(dy),
-                }
-            }
-            if let Some(dx) = dx {
-                for (p, plane) in dx.chunks_mut(hw).enumerate() {
-                    let first = start + p * hw;
-                    let [k1, k2, k0] = coefficients[(first / hw) % c];
-                    let x = &self.x[first..][..hw];
-                    let dy = &self.dy[first..][..hw];
-                    match self.y {
-                        Some(y) => {
-                            let y = &y[first..][..hw];
-                            for (((d, &x), &y), &g) in plane.iter_mut().zip(x).zip(y).zip(dy) {
-                                *d = k1 * G::back(y, g) + k2 * x + k0;
-                            }
-                        }
-                        None => {
-                            for ((d, &x), &g) in plane.iter_mut().zip(x).zip(dy) {
-                                *d = k1 * g + k2 * x + k0;
+                    if let Some(dx) = dx {
+                        for (p, plane) in dx.chunks_mut(hw).enumerate() {
+                            let first = start + p * hw;
+                            let [k1, k2, k0] = coefficients[(first / hw) % c];
+                            let x = &self.x[first..][..hw];
+                            let dy = &self.dy[first..][..hw];
+                            match self.y {
+                                Some(y) => {
+                                    let y = &y[first..][..hw];
+                                    for (((d, &x), &y), &g) in
+                                        plane.iter_mut().zip(x).zip(y).zip(dy)
+                                    {
+                                        *d = k1 * G::back(y, g) + k2 * x + k0;
+                                    }
+                                }
+                                None => {
+                                    for ((d, &x), &g) in plane.iter_mut().zip(x).zip(dy) {
+                                        *d = k1 * g + k2 * x + k0;
+                                    }
+                                }
                             }
                         }
                     }
-                }
-            }
+                },
+            )
         };
         match (input, residual) {
             (true, true) => dx
