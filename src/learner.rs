@@ -31,9 +31,9 @@
 
 use crate::backbone::Backbone;
 use crate::head::{Head, TransferModel};
+use crate::loss::functional::cross_entropy;
 use crate::task::ClassificationBatch;
 use burn::module::{AutodiffModule, ModuleDisplay};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
@@ -43,9 +43,7 @@ fn classify<B: Backend, Bb: Backbone<B>, H: Head<B>>(
     batch: ClassificationBatch<B, Bb::Input>,
 ) -> ClassificationOutput<B> {
     let output = model.forward(batch.inputs);
-    let loss = CrossEntropyLossConfig::new()
-        .init(&output.device())
-        .forward(output.clone(), batch.targets.clone());
+    let loss = cross_entropy(output.clone(), batch.targets.clone(), 0.0);
     ClassificationOutput::new(loss, output, batch.targets)
 }
 

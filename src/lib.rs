@@ -17,6 +17,8 @@
 //!   [`TeacherOn`](distill::TeacherOn)), logit, feature and layer KD, token- and
 //!   sequence-level KD for language models, a sparse top-k teacher cache on disk, and the
 //!   distillation losses;
+//! - [`exact`]: `log_softmax`, `logsumexp` with exact, reproducible gradients on every
+//!   backend (burn-ndarray 0.21's reciprocal is an estimate), the base of every loss here;
 //! - [`layer_outputs`]: the hidden states, attention maps and stage maps a model exposes for
 //!   feature distillation;
 //! - [`cross_backend`]: inputs and outputs copied between backends and devices;
@@ -63,6 +65,7 @@ pub mod checkpoint;
 pub mod cross_backend;
 pub mod distill;
 pub mod error;
+pub mod exact;
 pub mod finetune;
 pub mod freeze;
 pub mod generation;

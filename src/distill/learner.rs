@@ -5,10 +5,10 @@ use super::Distiller;
 use super::modes::logits_only;
 use crate::error::{Result, TransferError};
 use crate::freeze::ToInner;
+use crate::loss::functional::cross_entropy;
 use crate::loss::{DistillLoss, DistillTargets};
 use crate::task::{ClassificationBatch, Classifier};
 use burn::module::{AutodiffModule, Module, ModuleDisplay};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
@@ -148,9 +148,7 @@ where
 
     fn step(&self, batch: Self::Input) -> Self::Output {
         let logits = self.student.logits(batch.inputs);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
+        let loss = cross_entropy(logits.clone(), batch.targets.clone(), 0.0);
         ClassificationOutput::new(loss, logits, batch.targets)
     }
 }

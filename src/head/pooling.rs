@@ -109,7 +109,7 @@ impl Pooling {
                     .sum_dim(1)
                     .sqrt()
                     .clamp_min(1e-12);
-                mean / norm
+                crate::exact::div(mean, norm)
             }
             Pooling::Mean => {
                 let keep = match features.padding_mask {
@@ -120,7 +120,7 @@ impl Pooling {
                 let summed = (features.hidden * keep.clone()).sum_dim(1);
                 // A row that is all padding would divide by zero; its sum is zero anyway.
                 let count = keep.sum_dim(1).clamp_min(1e-9);
-                (summed / count).reshape([batch, hidden])
+                crate::exact::div(summed, count).reshape([batch, hidden])
             }
         }
     }

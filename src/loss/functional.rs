@@ -5,8 +5,8 @@
 //! inner backend (`Tensor::from_inner`) or detached.
 
 use crate::error::{Result, TransferError};
+use crate::exact::{self, log_softmax};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 /// Hinton's KD term: `T² · KL(softmax(t/T) ‖ softmax(s/T))`, mean over the batch (PyTorch's
 /// `F.kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean") * T²`).
@@ -86,8 +86,8 @@ pub fn kd_kl_topk_tokens<B: Backend>(
         .sum_dim(1)
         .neg()
         .add_scalar(1.0)
-        .clamp_min(1e-12)
-        .log();
+        .clamp_min(1e-12);
+    let tail_s = exact::log(tail_s);
     let kl_top = (top_t.clone().exp() * (top_t - top_s)).sum_dim(1);
     let kl_tail = tail_t.clone().exp() * (tail_t - tail_s);
     let kl = (kl_top + kl_tail).reshape([batch * seq]);
@@ -126,7 +126,7 @@ pub fn generalized_jsd_tokens<B: Backend>(
         let a = log_t.clone().add_scalar(beta.ln());
         let b = log_s.clone().add_scalar((1.0 - beta).ln());
         let top = a.clone().max_pair(b.clone()).detach();
-        let log_m = ((a - top.clone()).exp() + (b - top.clone()).exp()).log() + top;
+        let log_m = exact::log((a - top.clone()).exp() + (b - top.clone()).exp()) + top;
         kl_rows(log_t, log_m.clone()).mul_scalar(beta)
             + kl_rows(log_s, log_m).mul_scalar(1.0 - beta)
     };
@@ -189,7 +189,7 @@ pub fn cosine_distance<B: Backend>(student: Tensor<B, 2>, teacher: Tensor<B, 2>)
     let dot = (student.clone() * teacher.clone()).sum_dim(1);
     let ns = student.powi_scalar(2).sum_dim(1).add_scalar(1e-12);
     let nt = teacher.powi_scalar(2).sum_dim(1).add_scalar(1e-12);
-    let cos = dot / (ns * nt).sqrt();
+    let cos = exact::div(dot, (ns * nt).sqrt());
     cos.neg().add_scalar(1.0).mean()
 }
 
@@ -206,7 +206,7 @@ pub fn attention_transfer<B: Backend>(
         let [batch, _, positions] = a.dims();
         let m = a.powi_scalar(2).sum_dim(1).reshape([batch, positions]);
         let norm = m.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-        m / norm
+        exact::div(m, norm)
     };
     (q(student) - q(teacher)).powi_scalar(2).sum_dim(1).mean()
 }
@@ -229,9 +229,9 @@ pub fn dkd<B: Backend>(
     // Binary distributions from log-sum-exps: log p(target) and log p(rest).
     let binary = |logits: Tensor<B, 2>| {
         let z = logits.div_scalar(temperature);
-        let all = logsumexp_rows(z.clone());
-        let tgt = logsumexp_rows(z.clone().mask_fill(target.clone().bool_not(), -1e9));
-        let rest = logsumexp_rows(z.mask_fill(target.clone(), -1e9));
+        let all = exact::logsumexp(z.clone(), 1);
+        let tgt = exact::logsumexp(z.clone().mask_fill(target.clone().bool_not(), -1e9), 1);
+        let rest = exact::logsumexp(z.mask_fill(target.clone(), -1e9), 1);
         Tensor::cat(vec![tgt - all.clone(), rest - all], 1)
     };
     let log_b_s = binary(student.clone());
@@ -255,11 +255,6 @@ pub fn dkd<B: Backend>(
     tckd.mul_scalar(alpha) + nckd.mul_scalar(beta)
 }
 
-/// `log Σ_j exp(x_ij)` per row, `[rows, 1]`, shifted by the row maximum for stability.
-fn logsumexp_rows<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let m = x.clone().max_dim(1).detach();
-    (x - m.clone()).exp().sum_dim(1).log() + m
-}
 /// Mean next-token cross-entropy of `logits` `[batch, seq, vocab]` for the ids they were
 /// computed from (the target of position `t` is the id at `t + 1`), over the targets whose
 /// `attention_mask` is 1: transformers' loss with `labels = input_ids` and −100 at padding.
@@ -294,7 +289,7 @@ pub fn causal_lm_loss<B: Backend>(
             "the mask leaves no target token (every next position is padding)".into(),
         ));
     }
-    let log_probs = burn::tensor::activation::log_softmax(scores, 2);
+    let log_probs = log_softmax(scores, 2);
     let picked = log_probs.gather(2, targets).reshape([batch, seq - 1]);
     Ok((picked * weights).sum().neg().div_scalar(count))
 }

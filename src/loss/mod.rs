@@ -754,7 +754,7 @@ fn token_cross_entropy<B: Backend>(
     )?;
     let device = student.device();
     let (safe_labels, keep) = token_targets(labels, attention_mask, vocab)?;
-    let log_p = burn::tensor::activation::log_softmax(student.reshape([batch * seq, vocab]), 1);
+    let log_p = crate::exact::log_softmax(student.reshape([batch * seq, vocab]), 1);
     let nll = log_p
         .gather(
             1,

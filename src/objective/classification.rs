@@ -3,9 +3,9 @@
 
 use super::{EvalStats, Objective, StepAt, StepOutput, mean_over};
 use crate::error::{Result, TransferError};
+use crate::loss::functional::cross_entropy;
 use crate::task::{BatchSource, ClassificationBatch, Classifier};
 use burn::module::AutodiffModule;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -56,10 +56,18 @@ pub(crate) fn classification_step<B: Backend, M: Classifier<B>>(
     let logits = checked_logits(model, batch.inputs, at.batch, split)?;
     let correct = count_correct(&logits, &batch.targets, at.batch)?;
     let count = logits.dims()[0];
-    let loss = CrossEntropyLossConfig::new()
-        .with_smoothing(smoothing)
-        .init(&logits.device())
-        .forward(logits, batch.targets);
+    if let Some(e) = smoothing
+        && !(0.0..1.0).contains(&e)
+    {
+        return Err(TransferError::config(
+            "CrossEntropy::smoothing",
+            e,
+            "must be in [0, 1)",
+        ));
+    }
+    // The crate's cross-entropy, not burn's `CrossEntropyLoss`: its `log_softmax` has an
+    // exact gradient on ndarray (see `crate::exact`).
+    let loss = cross_entropy(logits, batch.targets, smoothing.unwrap_or(0.0));
     Ok(StepOutput::new(loss, correct, count))
 }
 

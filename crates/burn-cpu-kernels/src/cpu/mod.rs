@@ -1,5 +1,5 @@
 //! What the kernels share: the CPU backends' tensors as plain memory, a safe strided GEMM,
-//! ReLU passes, one autodiff operation for a layer with a weight (convolution, linear), and
+//! ReLU passes, parallel sums in a fixed order, one autodiff operation for a layer with a weight (convolution, linear), and
 //! compiling hot loops for the processor's vector instructions.
 //!
 //! The layers ([`crate::conv`], [`crate::linear`], [`crate::pool`]), the fused loss, the
@@ -10,6 +10,7 @@ pub(crate) mod buffer;
 pub(crate) mod gemm;
 pub(crate) mod layer;
 pub(crate) mod math;
+pub(crate) mod ordered;
 pub(crate) mod random;
 pub(crate) mod relu;
 pub(crate) mod reshape;

@@ -138,16 +138,16 @@ fn column_sums(values: &[f32], columns: usize) -> Vec<f32> {
         }
         sums
     };
+    // Collected in order and added in order: the same sum whichever thread took a block.
     values
         .par_chunks(rows_per_task(columns) * columns)
         .map(block_sums)
-        .reduce(
-            || vec![0.0; columns],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0; columns], |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
         .into_iter()
         .map(|s| s as f32)
         .collect()

@@ -9,6 +9,7 @@
 //! gradients).
 
 use super::{ConvShape, add_into, gemm, scratch, unfold};
+use crate::cpu::ordered::fold_in_runs;
 use ::gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -257,11 +258,12 @@ pub(super) fn backward(
     };
     let new_partial = || vec![0.0f32; partial_len];
     let dw = if chunks.parallel {
-        dx_chunks
-            .into_par_iter()
-            .enumerate()
-            .fold(new_partial, step)
-            .reduce(Vec::new, add_into)
+        fold_in_runs(
+            dx_chunks.into_iter().enumerate().collect(),
+            new_partial,
+            step,
+            add_into,
+        )
     } else {
         dx_chunks.into_iter().enumerate().fold(new_partial(), step)
     };

@@ -12,6 +12,7 @@
 //! within a sample, then in `f64` over the samples).
 
 use super::{ConvShape, depthwise};
+use crate::cpu::ordered::fold_in_runs;
 use crate::cpu::vector_isa::widest;
 use rayon::prelude::*;
 
@@ -272,46 +273,45 @@ fn weight_gradient(x: &[f32], dy: &[f32], shape: &ConvShape) -> Vec<f32> {
     let layout = Layout::of(shape);
     let (c, positions, n_taps) = (shape.channels, shape.positions(), shape.taps());
     let new_sums = || vec![0.0f64; n_taps * c];
-    let sums = (0..shape.batch)
-        .into_par_iter()
-        .fold(
-            || {
-                (
-                    new_sums(),
-                    vec![0.0f32; layout.len()],
-                    vec![0.0f32; positions * c],
-                    vec![0.0f32; n_taps * c],
-                )
-            },
-            |(mut sums, mut padded, mut grads, mut lanes), b| {
-                layout.gather(shape, &x[b * shape.sample_input()..], &mut padded);
-                transpose(
-                    &dy[b * shape.sample_output()..][..shape.sample_output()],
-                    c,
-                    positions,
-                    &mut grads,
-                );
-                lanes.fill(0.0);
-                widest(
-                    #[inline(always)]
-                    || {
-                        each_tap(shape, |p, o, tap, rt| {
-                            let src = &padded[layout.at(shape, o, rt)..][..c];
-                            multiply_add(&mut lanes[tap * c..][..c], &grads[p * c..][..c], src);
-                        })
-                    },
-                );
-                sums.iter_mut()
-                    .zip(&lanes)
-                    .for_each(|(s, &l)| *s += l as f64);
-                (sums, padded, grads, lanes)
-            },
-        )
-        .map(|(sums, ..)| sums)
-        .reduce(new_sums, |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+    let sums = fold_in_runs(
+        (0..shape.batch).collect(),
+        || {
+            (
+                new_sums(),
+                vec![0.0f32; layout.len()],
+                vec![0.0f32; positions * c],
+                vec![0.0f32; n_taps * c],
+            )
+        },
+        |(mut sums, mut padded, mut grads, mut lanes), b| {
+            layout.gather(shape, &x[b * shape.sample_input()..], &mut padded);
+            transpose(
+                &dy[b * shape.sample_output()..][..shape.sample_output()],
+                c,
+                positions,
+                &mut grads,
+            );
+            lanes.fill(0.0);
+            widest(
+                #[inline(always)]
+                || {
+                    each_tap(shape, |p, o, tap, rt| {
+                        let src = &padded[layout.at(shape, o, rt)..][..c];
+                        multiply_add(&mut lanes[tap * c..][..c], &grads[p * c..][..c], src);
+                    })
+                },
+            );
+            sums.iter_mut()
+                .zip(&lanes)
+                .for_each(|(s, &l)| *s += l as f64);
+            (sums, padded, grads, lanes)
+        },
+        |mut a, b| {
+            a.0.iter_mut().zip(&b.0).for_each(|(a, b)| *a += b);
             a
-        });
+        },
+    )
+    .0;
     let mut dw = vec![0.0f32; c * n_taps];
     for (tap, line) in sums.chunks_exact(c).enumerate() {
         for (ch, &v) in line.iter().enumerate() {

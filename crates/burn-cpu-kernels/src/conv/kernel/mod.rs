@@ -21,6 +21,7 @@ mod winograd;
 
 use crate::cpu::gemm;
 use crate::cpu::layer::{LayerGradients, Wanted};
+use crate::cpu::ordered::fold_in_runs;
 use crate::cpu::relu::relu_in_place;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -352,17 +353,21 @@ fn sum_over_samples(
         partial
     };
     match (split, dx) {
-        (Split::Samples, Some(dx)) => dx
-            .par_chunks_mut(shape.sample_input())
-            .enumerate()
-            .map(|(b, dx)| (b, Some(dx)))
-            .fold(new_partial, step)
-            .reduce(Vec::new, add_into),
-        (Split::Samples, None) => (0..shape.batch)
-            .into_par_iter()
-            .map(|b| (b, None))
-            .fold(new_partial, step)
-            .reduce(Vec::new, add_into),
+        (Split::Samples, Some(dx)) => fold_in_runs(
+            dx.chunks_mut(shape.sample_input())
+                .enumerate()
+                .map(|(b, dx)| (b, Some(dx)))
+                .collect(),
+            new_partial,
+            step,
+            add_into,
+        ),
+        (Split::Samples, None) => fold_in_runs(
+            (0..shape.batch).map(|b| (b, None)).collect(),
+            new_partial,
+            step,
+            add_into,
+        ),
         (Split::WithinGemm, Some(dx)) => dx
             .chunks_mut(shape.sample_input())
             .enumerate()
@@ -601,9 +606,12 @@ fn bias_gradient(dy: &[f32], shape: &ConvShape) -> Vec<f32> {
         a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
         a
     };
+    // Collected in order and added in order: the same sum whichever thread took a sample.
     dy.par_chunks(shape.sample_output())
         .map(per_sample)
-        .reduce(|| vec![0.0; shape.out_channels], add)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0; shape.out_channels], add)
         .into_iter()
         .map(|v| v as f32)
         .collect()
