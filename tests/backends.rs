@@ -1,5 +1,6 @@
 //! The crate on burn's other backends (`cargo test --features "wgpu flex" --test backends`):
-//! the same model, data and steps give what ndarray gives, within float tolerance. burn-wgpu
+//! the same model, data and steps give what ndarray gives, within float tolerance, and a
+//! seeded run on Flex trains to the same weights every time. burn-wgpu
 //! on a machine without a GPU runs on Mesa's software Vulkan driver (lavapipe; Debian
 //! `mesa-vulkan-drivers`), which is slow to start, so everything is checked in one test per
 //! backend on tiny shapes.
@@ -397,4 +398,88 @@ fn kd_loss_and_grad<A: AutodiffBackend>() -> (TensorData, TensorData) {
         .total;
     let grad = student.grad(&loss.backward()).unwrap();
     (loss.into_data(), grad.into_data())
+}
+
+/// On Flex too, a seeded run trains to the same weights bit for bit (a MobileNetV2 with batch
+/// norm, batches of 32, AdamW: the paths `tests/suite/reproducible.rs` checks on ndarray).
+/// Run in a child process: burn's generators are global, and the other tests here draw
+/// initial weights from them in parallel.
+#[cfg(all(feature = "flex", feature = "models"))]
+#[test]
+fn flex_seeded_training_gives_the_same_weights_twice() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "flex_seeded_training_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BURN_TRANSFER_FLEX_SEEDED_TEST", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The child of the test above; does nothing in a normal run.
+#[cfg(all(feature = "flex", feature = "models"))]
+#[test]
+fn flex_seeded_training_child() {
+    if std::env::var("BURN_TRANSFER_FLEX_SEEDED_TEST").is_err() {
+        return;
+    }
+    use burn::module::Param;
+    use burn_transfer::models::{MobileNetV2, MobileNetV2Config};
+    type F = Autodiff<burn::backend::Flex>;
+    fn checksum<M: Module<F>>(model: &M) -> u64 {
+        struct Bits(u64);
+        impl burn::module::ModuleVisitor<F> for Bits {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<F, D>>) {
+                for v in p.val().into_data().iter::<f32>() {
+                    self.0 = self.0.rotate_left(5) ^ v.to_bits() as u64;
+                }
+            }
+        }
+        let mut bits = Bits(0);
+        model.visit(&mut bits);
+        bits.0
+    }
+    let train_once = || {
+        let d = Default::default();
+        <F as Backend>::seed(&d, 11);
+        let batches: Vec<ClassificationBatch<F, Tensor<F, 4>>> = (0..2)
+            .map(|i| {
+                ClassificationBatch::new(
+                    Tensor::random(
+                        [32, 3, 32, 32],
+                        burn::tensor::Distribution::Normal(0.0, 1.0),
+                        &d,
+                    ),
+                    Tensor::from_data(
+                        TensorData::new((0..32).map(|j| ((i + j) % 5) as i64).collect(), [32]),
+                        &d,
+                    ),
+                )
+            })
+            .collect();
+        let config = MobileNetV2Config {
+            width_mult: 0.25,
+            stage_depths: [1; 7],
+        };
+        let model =
+            TransferModel::with_linear_head(MobileNetV2::<F>::new(&config, &d).unwrap(), 5, &d)
+                .unwrap();
+        let tuner = FineTuner::<F>::new()
+            .learning_rate(1e-3)
+            .epochs(1)
+            .seed(3)
+            .monitor(Monitor::TrainLoss)
+            .verbose(false);
+        checksum(&tuner.fit(model, &batches, None).unwrap().model)
+    };
+    assert_eq!(train_once(), train_once());
 }

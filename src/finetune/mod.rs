@@ -236,9 +236,9 @@ impl<B: AutodiffBackend> FineTuner<B> {
     /// (seed, epoch) at each epoch start, so that resumed runs draw the same masks.
     ///
     /// From the same initial model and batches, a seeded run trains to the same weights
-    /// bit for bit on every run on ndarray with the same number of threads: the losses'
-    /// gradients are exact ([`crate::exact`]) and the CPU kernels add their parallel
-    /// partial sums in a fixed order. (Seed burn's generator yourself before
+    /// bit for bit on every run on ndarray and Flex with the same number of threads: the
+    /// losses' gradients are exact ([`crate::exact`]) and the CPU kernels add their
+    /// parallel partial sums in a fixed order. (Seed burn's generator yourself before
     /// building a model with random initial weights: that happens before `fit`.)
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
