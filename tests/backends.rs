@@ -30,6 +30,10 @@ use std::path::Path;
 
 type C = Autodiff<NdArray>;
 
+#[cfg(all(feature = "flex", feature = "models"))]
+#[path = "shared/seeded_run.rs"]
+mod seeded_run;
+
 /// The same module on another backend, through the checkpoint bytes.
 fn moved<G: Backend, M1: Module<C>, M2: Module<G>>(from: &M1, empty: M2) -> M2 {
     let bytes = model_to_bytes::<C, M1>(from).unwrap();
@@ -432,54 +436,6 @@ fn flex_seeded_training_child() {
     if std::env::var("BURN_TRANSFER_FLEX_SEEDED_TEST").is_err() {
         return;
     }
-    use burn::module::Param;
-    use burn_transfer::models::{MobileNetV2, MobileNetV2Config};
-    type F = Autodiff<burn::backend::Flex>;
-    fn checksum<M: Module<F>>(model: &M) -> u64 {
-        struct Bits(u64);
-        impl burn::module::ModuleVisitor<F> for Bits {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<F, D>>) {
-                for v in p.val().into_data().iter::<f32>() {
-                    self.0 = self.0.rotate_left(5) ^ v.to_bits() as u64;
-                }
-            }
-        }
-        let mut bits = Bits(0);
-        model.visit(&mut bits);
-        bits.0
-    }
-    let train_once = || {
-        let d = Default::default();
-        <F as Backend>::seed(&d, 11);
-        let batches: Vec<ClassificationBatch<F, Tensor<F, 4>>> = (0..2)
-            .map(|i| {
-                ClassificationBatch::new(
-                    Tensor::random(
-                        [32, 3, 32, 32],
-                        burn::tensor::Distribution::Normal(0.0, 1.0),
-                        &d,
-                    ),
-                    Tensor::from_data(
-                        TensorData::new((0..32).map(|j| ((i + j) % 5) as i64).collect(), [32]),
-                        &d,
-                    ),
-                )
-            })
-            .collect();
-        let config = MobileNetV2Config {
-            width_mult: 0.25,
-            stage_depths: [1; 7],
-        };
-        let model =
-            TransferModel::with_linear_head(MobileNetV2::<F>::new(&config, &d).unwrap(), 5, &d)
-                .unwrap();
-        let tuner = FineTuner::<F>::new()
-            .learning_rate(1e-3)
-            .epochs(1)
-            .seed(3)
-            .monitor(Monitor::TrainLoss)
-            .verbose(false);
-        checksum(&tuner.fit(model, &batches, None).unwrap().model)
-    };
-    assert_eq!(train_once(), train_once());
+    let run = seeded_run::seeded_run_checksum::<Autodiff<burn::backend::Flex>>;
+    assert_eq!(run(), run());
 }

@@ -23,6 +23,8 @@ mod objective;
 mod reliability;
 mod reproducible;
 mod resume;
+#[path = "../shared/seeded_run.rs"]
+mod seeded_run;
 mod topk_cache;
 mod vit;
 mod whisper;
