@@ -404,8 +404,8 @@ fn kd_loss_and_grad<A: AutodiffBackend>() -> (TensorData, TensorData) {
     (loss.into_data(), grad.into_data())
 }
 
-/// On Flex too, a seeded run trains to the same weights bit for bit (a MobileNetV2 with batch
-/// norm, batches of 32, AdamW: the paths `tests/suite/reproducible.rs` checks on ndarray).
+/// On Flex too, seeded runs train to the same weights bit for bit (a MobileNetV2 with batch
+/// norm and a small BERT, AdamW: the runs `tests/suite/reproducible.rs` checks on ndarray).
 /// Run in a child process: burn's generators are global, and the other tests here draw
 /// initial weights from them in parallel.
 #[cfg(all(feature = "flex", feature = "models"))]
@@ -436,6 +436,9 @@ fn flex_seeded_training_child() {
     if std::env::var("BURN_TRANSFER_FLEX_SEEDED_TEST").is_err() {
         return;
     }
-    let run = seeded_run::seeded_run_checksum::<Autodiff<burn::backend::Flex>>;
-    assert_eq!(run(), run());
+    type F = Autodiff<burn::backend::Flex>;
+    let cnn = seeded_run::seeded_cnn_checksum::<F>;
+    assert_eq!(cnn(), cnn());
+    let bert = seeded_run::seeded_bert_checksum::<F>;
+    assert_eq!(bert(), bert());
 }

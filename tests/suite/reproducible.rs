@@ -4,10 +4,11 @@
 //! Two causes made runs differ before: burn-ndarray 0.21's approximate reciprocal in the
 //! gradients of `log` and of division (every cross-entropy; see `burn_transfer::exact`),
 //! and partial sums grouped by rayon's work stealing in the convolution kernels' weight
-//! gradients. The run (`tests/shared/seeded_run.rs`) reaches both: a convolutional network
-//! with batch norm on batches of 32, cross-entropy, AdamW, several threads.
+//! gradients. The runs (`tests/shared/seeded_run.rs`) reach both, and the divisions inside
+//! layer norm, batch norm and attention's softmax: a convolutional network with batch norm
+//! and a small BERT, cross-entropy, AdamW, several threads.
 
-use crate::seeded_run::seeded_run_checksum;
+use crate::seeded_run::{seeded_bert_checksum, seeded_cnn_checksum};
 
 const CHILD: &str = "BURN_TRANSFER_REPRODUCIBLE_TEST";
 
@@ -48,11 +49,16 @@ fn reproducible_child() {
     if std::env::var(CHILD).is_err() {
         return;
     }
-    let run = seeded_run_checksum::<crate::common::B>;
+    let run = || {
+        (
+            seeded_cnn_checksum::<crate::common::B>(),
+            seeded_bert_checksum::<crate::common::B>(),
+        )
+    };
     let (first, second) = (run(), run());
     assert_eq!(
         first, second,
         "two runs in one process trained different weights"
     );
-    println!("checksum {first}");
+    println!("checksum {} {}", first.0, first.1);
 }
